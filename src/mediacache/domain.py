@@ -1,0 +1,41 @@
+"""Statuses, error kinds and the allowed status transitions of a cache asset; no I/O."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class CacheStatus(StrEnum):
+    PENDING = "PENDING"
+    DOWNLOADING = "DOWNLOADING"
+    CACHED = "CACHED"
+    FAILED = "FAILED"
+
+
+class ErrorKind(StrEnum):
+    TRANSIENT = "transient"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    BLOCKED = "blocked"
+    TOO_LARGE = "too_large"
+    UNSUPPORTED_TYPE = "unsupported_type"
+    INVALID_URL = "invalid_url"
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    EXPIRED = "expired"
+
+
+# Only these are worth another attempt; every other kind is final at once.
+RETRYABLE_KINDS: frozenset[ErrorKind] = frozenset({ErrorKind.TRANSIENT})
+
+# target status -> the statuses it may be reached from. The repository turns each entry into
+# one conditional UPDATE (`WHERE status IN (...)`), so a refused transition changes no row.
+TRANSITIONS: dict[CacheStatus, frozenset[CacheStatus]] = {
+    CacheStatus.DOWNLOADING: frozenset({CacheStatus.PENDING, CacheStatus.DOWNLOADING}),
+    CacheStatus.CACHED: frozenset({CacheStatus.DOWNLOADING}),
+    CacheStatus.FAILED: frozenset({CacheStatus.PENDING, CacheStatus.DOWNLOADING}),
+    CacheStatus.PENDING: frozenset({CacheStatus.FAILED}),
+}
+
+
+def can_transition(source: CacheStatus, target: CacheStatus) -> bool:
+    return source in TRANSITIONS.get(target, frozenset())

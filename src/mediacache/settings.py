@@ -1,0 +1,259 @@
+"""Settings(BaseSettings): the only place environment variables (and `.env`) are read."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mediacache.errors import ConfigError
+
+MAX_PRESIGN_TTL_S = 7 * 24 * 3600  # S3 SigV4 refuses presigned URLs valid for longer
+REDIS_ENV_NAMES = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB")
+
+
+def _env(*names: str) -> Any:
+    return Field(validation_alias=AliasChoices(*names))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
+        populate_by_name=True,
+    )
+
+    # Redis, with the seed's names.
+    redis_url: SecretStr | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL"))
+    redis_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("REDIS_HOST"))
+    redis_port: int = Field(default=6379, ge=1, le=65535, validation_alias=AliasChoices("REDIS_PORT"))
+    redis_password: SecretStr | None = Field(default=None, validation_alias=AliasChoices("REDIS_PASSWORD"))
+    redis_db: int = Field(default=0, ge=0, le=1_000_000, validation_alias=AliasChoices("REDIS_DB"))
+    queue_prefix: str = Field(default="bull", min_length=1, validation_alias=AliasChoices("MEDIACACHE_QUEUE_PREFIX"))
+
+    # Database.
+    database_url: SecretStr | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
+    data_dir: Path = Field(default=Path(".mediacache"), validation_alias=AliasChoices("MEDIACACHE_DATA_DIR"))
+
+    # Storage: the seed's R2 names, and any S3-compatible store.
+    storage: Literal["local", "s3"] | None = Field(default=None, validation_alias=AliasChoices("MEDIACACHE_STORAGE"))
+    r2_account_id: str | None = Field(default=None, validation_alias=AliasChoices("R2_ACCOUNT_ID"))
+    r2_access_key_id: str | None = Field(default=None, validation_alias=AliasChoices("R2_ACCESS_KEY_ID"))
+    r2_secret_access_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("R2_SECRET_ACCESS_KEY"))
+    r2_bucket_name: str | None = Field(default=None, validation_alias=AliasChoices("R2_BUCKET_NAME"))
+    r2_public_url: str | None = Field(default=None, validation_alias=AliasChoices("R2_PUBLIC_URL"))
+    s3_endpoint_url: str | None = Field(default=None, validation_alias=AliasChoices("S3_ENDPOINT_URL"))
+    s3_region: str | None = Field(default=None, validation_alias=AliasChoices("S3_REGION"))
+
+    # URLs handed out.
+    public_base_url: str = Field(default="http://127.0.0.1:8000", validation_alias=AliasChoices("MEDIACACHE_PUBLIC_BASE_URL"))
+    url_ttl_s: int = Field(default=3600, ge=1, validation_alias=AliasChoices("MEDIACACHE_URL_TTL_S"))
+    signing_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("MEDIACACHE_SIGNING_SECRET"))
+
+    # Fetching.
+    allowed_networks: str = Field(default="", validation_alias=AliasChoices("MEDIACACHE_ALLOWED_NETWORKS"))
+    connect_timeout_s: float = Field(default=5.0, gt=0, validation_alias=AliasChoices("MEDIACACHE_CONNECT_TIMEOUT_S"))
+    read_timeout_s: float = Field(default=15.0, gt=0, validation_alias=AliasChoices("MEDIACACHE_READ_TIMEOUT_S"))
+    download_deadline_s: float = Field(default=300.0, gt=0, validation_alias=AliasChoices("MEDIACACHE_DOWNLOAD_DEADLINE_S"))
+    max_bytes: int = Field(default=512 * 1024 * 1024, gt=0, validation_alias=AliasChoices("MEDIACACHE_MAX_BYTES"))
+    allowed_types: str = Field(default="image/*,video/*,audio/*", validation_alias=AliasChoices("MEDIACACHE_ALLOWED_TYPES"))
+
+    # Worker.
+    concurrency: int = Field(default=16, ge=1, le=1000, validation_alias=AliasChoices("MEDIACACHE_CONCURRENCY"))
+    job_attempts: int = Field(default=3, ge=1, le=100, validation_alias=AliasChoices("MEDIACACHE_JOB_ATTEMPTS"))
+    backoff_ms: int = Field(default=1000, ge=0, validation_alias=AliasChoices("MEDIACACHE_BACKOFF_MS"))
+    lease_s: float = Field(default=60.0, gt=0, validation_alias=AliasChoices("MEDIACACHE_LEASE_S"))
+    lock_duration_ms: int = Field(default=30000, ge=1000, validation_alias=AliasChoices("MEDIACACHE_LOCK_DURATION_MS"))
+    shutdown_grace_s: float = Field(default=25.0, gt=0, validation_alias=AliasChoices("MEDIACACHE_SHUTDOWN_GRACE_S"))
+
+    # HTTP service.
+    api_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("MEDIACACHE_API_TOKEN"))
+    api_token_reads: bool = Field(default=False, validation_alias=AliasChoices("MEDIACACHE_API_TOKEN_READS"))
+
+    @field_validator("redis_url", "database_url", "redis_password", "r2_secret_access_key", "signing_secret",
+                     "api_token", "r2_account_id", "r2_access_key_id", "r2_bucket_name", "r2_public_url",
+                     "s3_endpoint_url", "s3_region", "storage", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # `REDIS_PASSWORD=` in a .env file (as in the seed's example) means "no password".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    # ---- derived values -------------------------------------------------------------------
+
+    @property
+    def redis_configured(self) -> bool:
+        """True when any REDIS_* setting was given (so an embedded server must never stand in)."""
+        return bool(self.model_fields_set & {"redis_url", "redis_host", "redis_port", "redis_password", "redis_db"})
+
+    def redis_connection(self) -> dict[str, Any]:
+        """Keyword arguments for redis-py, as a dict rather than a URL.
+
+        bullmq 3.4 builds its client from a URL with redis-py's default 5 s socket time-out,
+        which cuts BullMQ's blocking waits short: delayed retries then run minutes late and
+        Worker.close() can hang. A dict with a longer time-out avoids both.
+        """
+        opts: dict[str, Any] = {"socket_timeout": 30.0, "socket_connect_timeout": 5.0}
+        if self.redis_url is not None:
+            parts = urlsplit(self.redis_url.get_secret_value())
+            opts.update(host=parts.hostname or "127.0.0.1", port=parts.port or 6379,
+                        db=int(parts.path.lstrip("/") or 0),
+                        username=unquote(parts.username) if parts.username else None,
+                        password=unquote(parts.password) if parts.password else None)
+            if parts.scheme == "rediss":
+                opts["ssl"] = True
+        else:
+            opts.update(host=self.redis_host, port=self.redis_port, db=self.redis_db,
+                        password=self.redis_password.get_secret_value() if self.redis_password else None)
+        return opts
+
+    @property
+    def redis_display(self) -> str:
+        c = self.redis_connection()
+        return f"redis://{c['host']}:{c['port']}/{c['db']}"
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        """DATABASE_URL in the async driver's spelling; default: a SQLite file in the data dir."""
+        if self.database_url is None:
+            return f"sqlite+aiosqlite:///{(self.data_dir / 'mediacache.db').resolve()}"
+        return normalize_database_url(self.database_url.get_secret_value())
+
+    @property
+    def database_display(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.sqlalchemy_url).render_as_string(hide_password=True)
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+    @property
+    def storage_backend(self) -> Literal["local", "s3"]:
+        if self.storage is not None:
+            return self.storage
+        s3_vars = (self.r2_account_id, self.r2_access_key_id, self.r2_secret_access_key,
+                   self.r2_bucket_name, self.s3_endpoint_url)
+        return "s3" if any(v is not None for v in s3_vars) else "local"
+
+    @property
+    def allowed_network_list(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(part.strip(), strict=False)
+                for part in self.allowed_networks.split(",") if part.strip()]
+
+    @property
+    def allowed_type_list(self) -> list[str]:
+        return [part.strip().lower() for part in self.allowed_types.split(",") if part.strip()]
+
+    def signing_key(self) -> bytes:
+        """The HMAC key of local file links: MEDIACACHE_SIGNING_SECRET, or a key kept in the data dir.
+
+        Keeping a generated key in the data directory lets a library and a server that share
+        the directory sign and check the same links without any configuration.
+        """
+        if self.signing_secret is not None:
+            return self.signing_secret.get_secret_value().encode()
+        path = self.data_dir / "signing.key"
+        try:
+            return path.read_bytes().strip()
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32).encode()
+        try:
+            # O_EXCL: when two processes start at once, the first key written wins for both.
+            with open(path, "xb") as f:
+                f.write(key)
+            path.chmod(0o600)
+        except FileExistsError:
+            return path.read_bytes().strip()
+        return key
+
+    def check(self) -> Settings:
+        """Cross-field checks; raises ConfigError naming the variable, the value and the fix."""
+        self.sqlalchemy_url  # noqa: B018 - validates DATABASE_URL
+        if self.url_ttl_s > MAX_PRESIGN_TTL_S:
+            raise ConfigError(
+                f"MEDIACACHE_URL_TTL_S={self.url_ttl_s} is longer than presigned URLs can live "
+                f"({MAX_PRESIGN_TTL_S} s, 7 days); set it to {MAX_PRESIGN_TTL_S} or less")
+        for name, value in (("MEDIACACHE_PUBLIC_BASE_URL", self.public_base_url),
+                            ("R2_PUBLIC_URL", self.r2_public_url), ("S3_ENDPOINT_URL", self.s3_endpoint_url)):
+            if value is not None:
+                parts = urlsplit(value)
+                if parts.scheme not in ("http", "https") or not parts.netloc:
+                    raise ConfigError(f"{name}={value!r} is not an http(s) URL; give one like https://media.example.com")
+        if self.redis_url is not None:
+            scheme = urlsplit(self.redis_url.get_secret_value()).scheme
+            if scheme not in ("redis", "rediss"):
+                raise ConfigError(f"REDIS_URL has scheme {scheme!r}; use redis://host:port/db or rediss://...")
+        try:
+            self.allowed_network_list  # noqa: B018
+        except ValueError as exc:
+            raise ConfigError(
+                f"MEDIACACHE_ALLOWED_NETWORKS={self.allowed_networks!r} is not a comma-separated list of "
+                f"CIDR networks ({exc}); write it like 10.0.0.0/8,127.0.0.2/32") from exc
+        return self
+
+    def __repr_args__(self) -> Any:
+        # SecretStr already hides secrets; DATABASE_URL and REDIS_URL are shown without passwords.
+        for name, value in super().__repr_args__():
+            if name == "database_url" and value is not None:
+                yield name, self.database_display
+            elif name == "redis_url" and value is not None:
+                yield name, self.redis_display
+            else:
+                yield name, value
+
+
+def normalize_database_url(url: str) -> str:
+    """Accepts the usual spellings of SQLite and PostgreSQL URLs; returns the async driver's."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError(
+            f"DATABASE_URL={_mask(url)!r} is not a URL; use sqlite+aiosqlite:///path/to/file.db or "
+            "postgresql://user:password@host:5432/dbname")
+    drivers = {
+        "sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite",
+        "postgres": "postgresql+asyncpg", "postgresql": "postgresql+asyncpg",
+        "postgresql+asyncpg": "postgresql+asyncpg",
+    }
+    driver = drivers.get(scheme.lower())
+    if driver is None:
+        raise ConfigError(
+            f"DATABASE_URL={_mask(url)!r} uses {scheme!r}, which mediacache does not support; use "
+            "sqlite:///path/to/file.db or postgresql://user:password@host:5432/dbname")
+    return f"{driver}://{rest}"
+
+
+def _mask(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Reads the environment (and `.env`) into Settings; one ConfigError for any bad value."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from exc
+    return settings.check()
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        info = Settings.model_fields.get(field)
+        alias = info.validation_alias if info else None
+        env_name = alias.choices[0] if isinstance(alias, AliasChoices) else field.upper()
+        value = err.get("input")
+        shown = "***" if info is not None and "Secret" in str(info.annotation) else repr(value)
+        lines.append(f"{env_name}={shown}: {err['msg']}; fix the variable in the environment or .env")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,33 @@
+"""HMAC-signed, expiring links for objects in local storage (S3 backends presign instead)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from urllib.parse import quote
+
+
+def _mac(secret: bytes, key: str, expires_at: int) -> str:
+    digest = hmac.new(secret, f"{key}\n{expires_at}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def sign_path(secret: bytes, key: str, *, ttl_s: int, now: float | None = None) -> str:
+    """`/files/<key>?exp=<unix time>&sig=<mac>`, valid for `ttl_s` seconds."""
+    expires_at = int((time.time() if now is None else now) + ttl_s)
+    return f"/files/{quote(key)}?exp={expires_at}&sig={_mac(secret, key, expires_at)}"
+
+
+def verify(secret: bytes, key: str, exp: str | int | None, sig: str | None, *, now: float | None = None) -> bool:
+    """True when `sig` is the MAC of (key, exp) and exp has not passed; compared in constant time."""
+    if exp is None or sig is None:
+        return False
+    try:
+        expires_at = int(exp)
+    except (TypeError, ValueError):
+        return False
+    if expires_at < (time.time() if now is None else now):
+        return False
+    return hmac.compare_digest(_mac(secret, key, expires_at), sig)
