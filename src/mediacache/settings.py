@@ -18,8 +18,9 @@ MAX_PRESIGN_TTL_S = 7 * 24 * 3600  # S3 SigV4 refuses presigned URLs valid for l
 REDIS_ENV_NAMES = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB")
 
 
-def _env(*names: str) -> Any:
-    return Field(validation_alias=AliasChoices(*names))
+def _var(name: str, default: Any, **constraints: Any) -> Any:
+    """A field read from the environment variable `name`."""
+    return Field(default=default, validation_alias=AliasChoices(name), **constraints)
 
 
 class Settings(BaseSettings):
@@ -29,51 +30,51 @@ class Settings(BaseSettings):
     )
 
     # Redis, with the seed's names.
-    redis_url: SecretStr | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL"))
-    redis_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("REDIS_HOST"))
-    redis_port: int = Field(default=6379, ge=1, le=65535, validation_alias=AliasChoices("REDIS_PORT"))
-    redis_password: SecretStr | None = Field(default=None, validation_alias=AliasChoices("REDIS_PASSWORD"))
-    redis_db: int = Field(default=0, ge=0, le=1_000_000, validation_alias=AliasChoices("REDIS_DB"))
-    queue_prefix: str = Field(default="bull", min_length=1, validation_alias=AliasChoices("MEDIACACHE_QUEUE_PREFIX"))
+    redis_url: SecretStr | None = _var("REDIS_URL", None)
+    redis_host: str = _var("REDIS_HOST", "127.0.0.1")
+    redis_port: int = _var("REDIS_PORT", 6379, ge=1, le=65535)
+    redis_password: SecretStr | None = _var("REDIS_PASSWORD", None)
+    redis_db: int = _var("REDIS_DB", 0, ge=0, le=1_000_000)
+    queue_prefix: str = _var("MEDIACACHE_QUEUE_PREFIX", "bull", min_length=1)
 
     # Database.
-    database_url: SecretStr | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
-    data_dir: Path = Field(default=Path(".mediacache"), validation_alias=AliasChoices("MEDIACACHE_DATA_DIR"))
+    database_url: SecretStr | None = _var("DATABASE_URL", None)
+    data_dir: Path = _var("MEDIACACHE_DATA_DIR", Path(".mediacache"))
 
     # Storage: the seed's R2 names, and any S3-compatible store.
-    storage: Literal["local", "s3"] | None = Field(default=None, validation_alias=AliasChoices("MEDIACACHE_STORAGE"))
-    r2_account_id: str | None = Field(default=None, validation_alias=AliasChoices("R2_ACCOUNT_ID"))
-    r2_access_key_id: str | None = Field(default=None, validation_alias=AliasChoices("R2_ACCESS_KEY_ID"))
-    r2_secret_access_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("R2_SECRET_ACCESS_KEY"))
-    r2_bucket_name: str | None = Field(default=None, validation_alias=AliasChoices("R2_BUCKET_NAME"))
-    r2_public_url: str | None = Field(default=None, validation_alias=AliasChoices("R2_PUBLIC_URL"))
-    s3_endpoint_url: str | None = Field(default=None, validation_alias=AliasChoices("S3_ENDPOINT_URL"))
-    s3_region: str | None = Field(default=None, validation_alias=AliasChoices("S3_REGION"))
+    storage: Literal["local", "s3"] | None = _var("MEDIACACHE_STORAGE", None)
+    r2_account_id: str | None = _var("R2_ACCOUNT_ID", None)
+    r2_access_key_id: str | None = _var("R2_ACCESS_KEY_ID", None)
+    r2_secret_access_key: SecretStr | None = _var("R2_SECRET_ACCESS_KEY", None)
+    r2_bucket_name: str | None = _var("R2_BUCKET_NAME", None)
+    r2_public_url: str | None = _var("R2_PUBLIC_URL", None)
+    s3_endpoint_url: str | None = _var("S3_ENDPOINT_URL", None)
+    s3_region: str | None = _var("S3_REGION", None)
 
     # URLs handed out.
-    public_base_url: str = Field(default="http://127.0.0.1:8000", validation_alias=AliasChoices("MEDIACACHE_PUBLIC_BASE_URL"))
-    url_ttl_s: int = Field(default=3600, ge=1, validation_alias=AliasChoices("MEDIACACHE_URL_TTL_S"))
-    signing_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("MEDIACACHE_SIGNING_SECRET"))
+    public_base_url: str = _var("MEDIACACHE_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+    url_ttl_s: int = _var("MEDIACACHE_URL_TTL_S", 3600, ge=1)
+    signing_secret: SecretStr | None = _var("MEDIACACHE_SIGNING_SECRET", None)
 
     # Fetching.
-    allowed_networks: str = Field(default="", validation_alias=AliasChoices("MEDIACACHE_ALLOWED_NETWORKS"))
-    connect_timeout_s: float = Field(default=5.0, gt=0, validation_alias=AliasChoices("MEDIACACHE_CONNECT_TIMEOUT_S"))
-    read_timeout_s: float = Field(default=15.0, gt=0, validation_alias=AliasChoices("MEDIACACHE_READ_TIMEOUT_S"))
-    download_deadline_s: float = Field(default=300.0, gt=0, validation_alias=AliasChoices("MEDIACACHE_DOWNLOAD_DEADLINE_S"))
-    max_bytes: int = Field(default=512 * 1024 * 1024, gt=0, validation_alias=AliasChoices("MEDIACACHE_MAX_BYTES"))
-    allowed_types: str = Field(default="image/*,video/*,audio/*", validation_alias=AliasChoices("MEDIACACHE_ALLOWED_TYPES"))
+    allowed_networks: str = _var("MEDIACACHE_ALLOWED_NETWORKS", "")
+    connect_timeout_s: float = _var("MEDIACACHE_CONNECT_TIMEOUT_S", 5.0, gt=0)
+    read_timeout_s: float = _var("MEDIACACHE_READ_TIMEOUT_S", 15.0, gt=0)
+    download_deadline_s: float = _var("MEDIACACHE_DOWNLOAD_DEADLINE_S", 300.0, gt=0)
+    max_bytes: int = _var("MEDIACACHE_MAX_BYTES", 512 * 1024 * 1024, gt=0)
+    allowed_types: str = _var("MEDIACACHE_ALLOWED_TYPES", "image/*,video/*,audio/*")
 
     # Worker.
-    concurrency: int = Field(default=16, ge=1, le=1000, validation_alias=AliasChoices("MEDIACACHE_CONCURRENCY"))
-    job_attempts: int = Field(default=3, ge=1, le=100, validation_alias=AliasChoices("MEDIACACHE_JOB_ATTEMPTS"))
-    backoff_ms: int = Field(default=1000, ge=0, validation_alias=AliasChoices("MEDIACACHE_BACKOFF_MS"))
-    lease_s: float = Field(default=60.0, gt=0, validation_alias=AliasChoices("MEDIACACHE_LEASE_S"))
-    lock_duration_ms: int = Field(default=30000, ge=1000, validation_alias=AliasChoices("MEDIACACHE_LOCK_DURATION_MS"))
-    shutdown_grace_s: float = Field(default=25.0, gt=0, validation_alias=AliasChoices("MEDIACACHE_SHUTDOWN_GRACE_S"))
+    concurrency: int = _var("MEDIACACHE_CONCURRENCY", 16, ge=1, le=1000)
+    job_attempts: int = _var("MEDIACACHE_JOB_ATTEMPTS", 3, ge=1, le=100)
+    backoff_ms: int = _var("MEDIACACHE_BACKOFF_MS", 1000, ge=0)
+    lease_s: float = _var("MEDIACACHE_LEASE_S", 60.0, gt=0)
+    lock_duration_ms: int = _var("MEDIACACHE_LOCK_DURATION_MS", 30000, ge=1000)
+    shutdown_grace_s: float = _var("MEDIACACHE_SHUTDOWN_GRACE_S", 25.0, gt=0)
 
     # HTTP service.
-    api_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("MEDIACACHE_API_TOKEN"))
-    api_token_reads: bool = Field(default=False, validation_alias=AliasChoices("MEDIACACHE_API_TOKEN_READS"))
+    api_token: SecretStr | None = _var("MEDIACACHE_API_TOKEN", None)
+    api_token_reads: bool = _var("MEDIACACHE_API_TOKEN_READS", False)
 
     @field_validator("redis_url", "database_url", "redis_password", "r2_secret_access_key", "signing_secret",
                      "api_token", "r2_account_id", "r2_access_key_id", "r2_bucket_name", "r2_public_url",

@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything installs into .venv
+# from this project's own pyproject.toml.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run worker serve test lint unit bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on embedded defaults: SQLite and local storage under ./.mediacache, the Redis
+# that REDIS_* names or, when none answers on 127.0.0.1:6379, an embedded Valkey.
+run: install
+	$(BIN)/mediacache run
+
+worker: install
+	$(BIN)/mediacache worker
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""`python -m mediacache`: the command line."""
+
+from mediacache.cli import main
+
+main()

@@ -1,0 +1,222 @@
+"""The `mediacache` command line (Typer): worker, database, queueing, resolution and maintenance."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mediacache.domain import CacheStatus
+from mediacache.errors import MediaCacheError
+from mediacache.settings import Settings, load_settings
+
+T = TypeVar("T")
+app = typer.Typer(help="Background media cache: remote URLs in, durable copies in object storage out.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+err = Console(stderr=True)
+out = Console()
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One line per download (httpx) or per migration step (alembic) drowns what matters.
+    for name in ("httpx", "httpcore", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(coro_fn())  # type: ignore[arg-type]
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
+    """Creates or migrates the cache tables (SQLite or PostgreSQL, from DATABASE_URL)."""
+    from mediacache.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings, revision)
+    err.print(f"database {settings.database_display} is at revision {revision}")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Jobs at a time (default MEDIACACHE_CONCURRENCY, 16)")] = None,
+    reload: Annotated[bool, typer.Option(help="Restart when the code changes (development)")] = False,
+) -> None:
+    """Runs a worker that downloads queued media into storage until SIGTERM or Ctrl-C."""
+    if reload:
+        _reload_worker(concurrency)
+        return
+    _setup_logging()
+    _run(lambda: _worker_main(_settings(), concurrency))
+
+
+@app.command("run")
+def run_embedded(
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Jobs at a time")] = None,
+) -> None:
+    """Migrates the database and runs a worker, starting an embedded Valkey when no Redis answers."""
+    from mediacache.embedded import redis_or_embedded
+    from mediacache.migrate import upgrade
+
+    _setup_logging()
+    settings = _settings()
+    upgrade(settings)
+    with redis_or_embedded(settings):
+        _run(lambda: _worker_main(settings, concurrency))
+
+
+async def _worker_main(settings: Settings, concurrency: int | None) -> None:
+    from mediacache.service import MediaCache
+    from mediacache.worker import CacheWorker
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with MediaCache(settings) as cache:
+        w = CacheWorker(cache, concurrency=concurrency)
+        await w.start()
+        await stop.wait()
+        logging.getLogger("mediacache.worker").info("stopping: finishing or handing back held jobs")
+        await w.stop()
+    logging.getLogger("mediacache.worker").info("worker stopped")
+
+
+def _reload_worker(concurrency: int | None) -> None:
+    import watchfiles
+
+    args = [sys.executable, "-m", "mediacache", "worker"]
+    if concurrency:
+        args += ["--concurrency", str(concurrency)]
+    watchfiles.run_process(Path(__file__).parent, target=" ".join(args), target_type="command")
+
+
+@app.command()
+def cache(
+    urls: Annotated[list[str], typer.Argument(help="Media URLs to cache")],
+    wait: Annotated[bool, typer.Option(help="Show progress until each is CACHED or FAILED")] = False,
+    timeout_s: Annotated[float, typer.Option("--timeout-s", help="Give up waiting after this long")] = 600.0,
+) -> None:
+    """Queues URLs and prints their asset ids (one per line, in order)."""
+    async def main() -> int:
+        from mediacache.service import MediaCache
+
+        async with MediaCache(_settings()) as mc:
+            ids = await mc.cache_images(urls)
+            for asset_id in ids:
+                out.print(str(asset_id))
+            return await _wait_for(mc, ids, timeout_s) if wait else 0
+    raise typer.Exit(_run(main))
+
+
+async def _wait_for(mc: Any, ids: list[uuid.UUID], timeout_s: float) -> int:
+    settled = {CacheStatus.CACHED, CacheStatus.FAILED}
+    final: dict[uuid.UUID, Any] = {}
+    deadline = time.monotonic() + timeout_s
+    with Progress(TextColumn("caching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err) as progress:
+        task = progress.add_task("cache", total=len(ids))
+        while len(final) < len(ids) and time.monotonic() < deadline:
+            for asset_id in ids:
+                if asset_id not in final:
+                    rec = await mc.get_asset(asset_id)
+                    if rec is None or rec.status in settled:
+                        final[asset_id] = rec
+            progress.update(task, completed=len(final))
+            if len(final) < len(ids):
+                await asyncio.sleep(0.2)
+    failed = 0
+    for asset_id in ids:
+        rec = final.get(asset_id)
+        if rec is None:
+            err.print(f"{asset_id} not finished" if asset_id not in final else f"{asset_id} was removed")
+            failed += 1
+        elif rec.status is CacheStatus.FAILED:
+            err.print(f"{asset_id} FAILED ({rec.error_kind}): {rec.error}")
+            failed += 1
+    return 1 if failed else 0
+
+
+@app.command()
+def url(value: Annotated[str, typer.Argument(help="A cache asset id or a legacy storage key")],
+        original_url: Annotated[str | None, typer.Option("--original-url")] = None) -> None:
+    """Prints the URL to show for an asset id (stored copy once cached, else the original)."""
+    async def main() -> str | None:
+        from mediacache.service import MediaCache
+
+        async with MediaCache(_settings()) as mc:
+            return await mc.get_url(value, original_url)
+    resolved = _run(main)
+    if resolved is None:
+        err.print(f"no URL for {value!r}: unknown id and no --original-url")
+        raise typer.Exit(1)
+    out.print(resolved, soft_wrap=True)
+
+
+@app.command()
+def stats(as_json: Annotated[bool, typer.Option("--json", help="One JSON object")] = False) -> None:
+    """Queue counts (waiting, active, completed, failed, delayed) and cache counts by status."""
+    async def main() -> dict[str, Any]:
+        from mediacache.service import MediaCache
+
+        async with MediaCache(_settings()) as mc:
+            return {"queue": (await mc.queue_stats()).as_dict(), "cache": (await mc.cache_stats()).as_dict()}
+    data = _run(main)
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    q, c = data["queue"], data["cache"]
+    out.print("queue: " + ", ".join(f"{k} {v}" for k, v in q.items()))
+    out.print("cache: " + ", ".join(f"{k} {v}" for k, v in c.items() if k != "failed_by_kind"))
+    if c["failed_by_kind"]:
+        out.print("failed by kind: " + ", ".join(f"{k} {v}" for k, v in c["failed_by_kind"].items()))
+
+
+@app.command("retry-failed")
+def retry_failed() -> None:
+    """Puts FAILED assets back to PENDING and queues them again."""
+    async def main() -> int:
+        from mediacache.service import MediaCache
+
+        async with MediaCache(_settings()) as mc:
+            return await mc.retry_failed()
+    out.print(f"retried {_run(main)} failed assets")
+
+
+@app.command()
+def cleanup(days: Annotated[int, typer.Option(min=0, help="Remove assets older than this many days")] = 30) -> None:
+    """Deletes settled assets older than N days, with their stored objects."""
+    async def main() -> int:
+        from mediacache.service import MediaCache
+
+        async with MediaCache(_settings()) as mc:
+            return await mc.cleanup(days)
+    out.print(f"removed {_run(main)} assets older than {days} days")
+
+
+def main() -> None:
+    try:
+        app()
+    except MediaCacheError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,54 @@
+"""Engine and session factory, and the check that the schema is migrated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from mediacache.errors import DatabaseError, NotMigratedError
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                               pool_recycle=1800)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets readers (get_urls, stats) run while a worker writes; busy_timeout makes
+    # concurrent writers wait for the lock instead of failing at once.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def check_migrated(engine: AsyncEngine, display_url: str) -> None:
+    """Raises NotMigratedError unless the database is at the newest Alembic revision."""
+    from alembic.runtime.migration import MigrationContext
+
+    from mediacache.migrate import head_revision
+
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+    except (SQLAlchemyError, OSError) as exc:
+        raise DatabaseError(f"cannot reach the database {display_url}: {exc}") from exc
+    head = head_revision()
+    if current != head:
+        state = "has no mediacache tables" if current is None else f"is at revision {current}"
+        raise NotMigratedError(
+            f"the database {display_url} {state}, but this version of mediacache needs revision {head}: "
+            "run `mediacache db upgrade` first")

@@ -1,0 +1,54 @@
+"""SQLAlchemy models of the tables mediacache owns."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Enum, Index, Integer, MetaData, String, Text, Uuid
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from mediacache.db.types import UTCDateTime, utcnow
+from mediacache.domain import CacheStatus
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class CacheAsset(Base):
+    __tablename__ = "cache_assets"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    original_url: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[CacheStatus] = mapped_column(
+        Enum(CacheStatus, name="cache_status", native_enum=False, create_constraint=True, length=16,
+             values_callable=lambda e: [m.value for m in e]),
+        nullable=False, default=CacheStatus.PENDING)
+    cache_key: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    # Who holds the asset while it downloads, and until when: a worker that dies leaves a lease
+    # that runs out, and the next attempt may take the asset over.
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    cached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_cache_assets_status", "status"),
+        Index("ix_cache_assets_created_at", "created_at"),
+    )

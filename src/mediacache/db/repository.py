@@ -1,0 +1,257 @@
+"""Every query on cache_assets; each status change is one conditional UPDATE."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from mediacache.db.models import CacheAsset
+from mediacache.db.types import utcnow
+from mediacache.domain import TRANSITIONS, CacheStatus
+from mediacache.errors import DatabaseError
+
+T = TypeVar("T")
+_t = cast(Table, CacheAsset.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class AssetRecord:
+    id: uuid.UUID
+    original_url: str
+    status: CacheStatus
+    cache_key: str | None
+    content_type: str | None
+    size_bytes: int | None
+    sha256: str | None
+    attempts: int
+    error: str | None
+    error_kind: str | None
+    created_at: datetime
+    updated_at: datetime
+    cached_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A worker's hold on an asset for one attempt."""
+
+    asset_id: uuid.UUID
+    token: str
+    original_url: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resolvable:
+    id: uuid.UUID
+    status: CacheStatus
+    cache_key: str | None
+    original_url: str
+
+
+_RECORD_COLUMNS = [_t.c[name] for name in AssetRecord.__dataclass_fields__]
+
+
+def _record(row: Any) -> AssetRecord:
+    data = dict(row._mapping)
+    data["status"] = CacheStatus(data["status"])
+    return AssetRecord(**data)
+
+
+class AssetRepository:
+    def __init__(self, engine: AsyncEngine, display_url: str = "the database") -> None:
+        self.engine = engine
+        self.display_url = display_url
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction; driver errors become DatabaseError naming the database."""
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except (OperationalError, SAInterfaceError, OSError, ConnectionError) as exc:
+            raise DatabaseError(f"the database {self.display_url} did not answer: {_short(exc)}") from exc
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"query on {self.display_url} failed: {_short(exc)}") from exc
+
+    async def run(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async with self._tx() as conn:
+            return await fn(conn)
+
+    # ---- enqueue -------------------------------------------------------------------------
+
+    async def insert_pending(self, items: Sequence[tuple[uuid.UUID, str]]) -> None:
+        now = utcnow()
+        rows = [{"id": i, "original_url": u, "status": CacheStatus.PENDING.value, "attempts": 0,
+                 "created_at": now, "updated_at": now} for i, u in items]
+        async with self._tx() as conn:
+            await conn.execute(insert(_t), rows)
+
+    async def delete_ids(self, ids: Iterable[uuid.UUID]) -> int:
+        ids = list(ids)
+        if not ids:
+            return 0
+        async with self._tx() as conn:
+            result = await conn.execute(delete(_t).where(_t.c.id.in_(ids)))
+            return int(result.rowcount or 0)
+
+    # ---- the worker's transitions --------------------------------------------------------
+
+    async def claim(self, asset_id: uuid.UUID, token: str, lease_s: float) -> Claim | None:
+        """PENDING (or DOWNLOADING with no live lease) -> DOWNLOADING, held by `token`.
+
+        Returns None when another worker holds a live lease or the asset is no longer waiting.
+        """
+        now = utcnow()
+        allowed = [s.value for s in TRANSITIONS[CacheStatus.DOWNLOADING]]
+        stmt = (
+            update(_t)
+            .where(_t.c.id == asset_id, _t.c.status.in_(allowed),
+                   or_(_t.c.status == CacheStatus.PENDING.value, _t.c.lease_until.is_(None),
+                       _t.c.lease_until < now))
+            .values(status=CacheStatus.DOWNLOADING.value, attempts=_t.c.attempts + 1, lease_token=token,
+                    lease_until=now + timedelta(seconds=lease_s), updated_at=now)
+            .returning(_t.c.original_url, _t.c.attempts)
+        )
+        async with self._tx() as conn:
+            row = (await conn.execute(stmt)).first()
+        return None if row is None else Claim(asset_id, token, row.original_url, row.attempts)
+
+    async def renew_lease(self, asset_id: uuid.UUID, token: str, lease_s: float) -> bool:
+        now = utcnow()
+        stmt = (update(_t).where(_t.c.id == asset_id, _t.c.lease_token == token,
+                                 _t.c.status == CacheStatus.DOWNLOADING.value)
+                .values(lease_until=now + timedelta(seconds=lease_s)))
+        async with self._tx() as conn:
+            return bool((await conn.execute(stmt)).rowcount)
+
+    async def mark_cached(self, claim: Claim, *, cache_key: str, content_type: str | None,
+                          size_bytes: int, sha256: str) -> bool:
+        """DOWNLOADING -> CACHED, only while `claim` still holds the lease."""
+        now = utcnow()
+        stmt = (update(_t).where(_t.c.id == claim.asset_id, _t.c.lease_token == claim.token,
+                                 _t.c.status.in_([s.value for s in TRANSITIONS[CacheStatus.CACHED]]))
+                .values(status=CacheStatus.CACHED.value, cache_key=cache_key, content_type=content_type,
+                        size_bytes=size_bytes, sha256=sha256, error=None, error_kind=None,
+                        lease_token=None, lease_until=None, cached_at=now, updated_at=now))
+        async with self._tx() as conn:
+            return bool((await conn.execute(stmt)).rowcount)
+
+    async def record_failure(self, claim: Claim, *, error: str, error_kind: str, final: bool) -> bool:
+        """Records a failed attempt. Final: DOWNLOADING -> FAILED. Not final: the asset stays
+        DOWNLOADING with its lease released, so the retry (or any worker) may claim it at once."""
+        now = utcnow()
+        values: dict[str, Any] = {"error": error[:4000], "error_kind": error_kind, "lease_token": None,
+                                  "lease_until": None, "updated_at": now}
+        if final:
+            values["status"] = CacheStatus.FAILED.value
+        stmt = (update(_t).where(_t.c.id == claim.asset_id, _t.c.lease_token == claim.token,
+                                 _t.c.status == CacheStatus.DOWNLOADING.value).values(**values))
+        async with self._tx() as conn:
+            return bool((await conn.execute(stmt)).rowcount)
+
+    async def fail_unclaimed(self, asset_id: uuid.UUID, *, error: str, error_kind: str) -> bool:
+        """PENDING -> FAILED for an asset whose job cannot run (its data is unusable)."""
+        now = utcnow()
+        stmt = (update(_t).where(_t.c.id == asset_id, _t.c.status == CacheStatus.PENDING.value)
+                .values(status=CacheStatus.FAILED.value, error=error[:4000], error_kind=error_kind,
+                        updated_at=now))
+        async with self._tx() as conn:
+            return bool((await conn.execute(stmt)).rowcount)
+
+    async def status_of(self, asset_id: uuid.UUID) -> CacheStatus | None:
+        async with self._tx() as conn:
+            value = (await conn.execute(select(_t.c.status).where(_t.c.id == asset_id))).scalar()
+        return None if value is None else CacheStatus(value)
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    async def get(self, asset_id: uuid.UUID) -> AssetRecord | None:
+        async with self._tx() as conn:
+            row = (await conn.execute(select(*_RECORD_COLUMNS).where(_t.c.id == asset_id))).first()
+        return None if row is None else _record(row)
+
+    async def resolvables(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Resolvable]:
+        """What URL resolution needs for many ids, in one query."""
+        if not ids:
+            return {}
+        stmt = select(_t.c.id, _t.c.status, _t.c.cache_key, _t.c.original_url).where(_t.c.id.in_(set(ids)))
+        async with self._tx() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return {r.id: Resolvable(r.id, CacheStatus(r.status), r.cache_key, r.original_url) for r in rows}
+
+    async def counts(self) -> tuple[dict[CacheStatus, int], dict[str, int]]:
+        """Assets per status, and FAILED assets per error kind, in one query."""
+        stmt = select(_t.c.status, _t.c.error_kind, func.count()).group_by(_t.c.status, _t.c.error_kind)
+        by_status = {s: 0 for s in CacheStatus}
+        failed_by_kind: dict[str, int] = {}
+        async with self._tx() as conn:
+            for status, kind, n in (await conn.execute(stmt)).all():
+                by_status[CacheStatus(status)] += n
+                if status == CacheStatus.FAILED.value:
+                    key = kind or "unknown"
+                    failed_by_kind[key] = failed_by_kind.get(key, 0) + n
+        return by_status, failed_by_kind
+
+    # ---- maintenance ---------------------------------------------------------------------
+
+    async def reset_failed(self, limit: int) -> list[tuple[uuid.UUID, str]]:
+        """FAILED -> PENDING for up to `limit` assets; returns (id, url) of those moved."""
+        async with self._tx() as conn:
+            ids = (await conn.execute(select(_t.c.id).where(_t.c.status == CacheStatus.FAILED.value)
+                                      .order_by(_t.c.created_at).limit(limit))).scalars().all()
+            if not ids:
+                return []
+            stmt = (update(_t).where(_t.c.id.in_(ids), _t.c.status.in_(
+                        [s.value for s in TRANSITIONS[CacheStatus.PENDING]]))
+                    .values(status=CacheStatus.PENDING.value, error=None, error_kind=None,
+                            updated_at=utcnow())
+                    .returning(_t.c.id, _t.c.original_url))
+            return [(r.id, r.original_url) for r in (await conn.execute(stmt)).all()]
+
+    async def restore_failed(self, ids: Sequence[uuid.UUID], *, error: str) -> int:
+        """PENDING -> FAILED again for assets whose retry could not be queued."""
+        if not ids:
+            return 0
+        stmt = (update(_t).where(_t.c.id.in_(list(ids)), _t.c.status == CacheStatus.PENDING.value)
+                .values(status=CacheStatus.FAILED.value, error=error, updated_at=utcnow()))
+        async with self._tx() as conn:
+            return int((await conn.execute(stmt)).rowcount or 0)
+
+    async def older_than(self, cutoff: datetime, limit: int,
+                         exclude: Sequence[uuid.UUID] = ()) -> list[tuple[uuid.UUID, str | None]]:
+        """Settled (CACHED or FAILED) assets created before `cutoff`: (id, cache_key)."""
+        stmt = (select(_t.c.id, _t.c.cache_key)
+                .where(_t.c.created_at < cutoff,
+                       _t.c.status.in_([CacheStatus.CACHED.value, CacheStatus.FAILED.value]))
+                .order_by(_t.c.created_at).limit(limit))
+        if exclude:
+            stmt = stmt.where(_t.c.id.not_in(list(exclude)))
+        async with self._tx() as conn:
+            return [(r.id, r.cache_key) for r in (await conn.execute(stmt)).all()]
+
+    async def delete_settled(self, ids: Sequence[uuid.UUID]) -> int:
+        """Deletes the given assets if they are still settled (a retry may have moved one since)."""
+        if not ids:
+            return 0
+        stmt = delete(_t).where(and_(_t.c.id.in_(list(ids)),
+                                     _t.c.status.in_([CacheStatus.CACHED.value, CacheStatus.FAILED.value])))
+        async with self._tx() as conn:
+            return int((await conn.execute(stmt)).rowcount or 0)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

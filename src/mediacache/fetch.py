@@ -1,0 +1,158 @@
+"""Streaming download with limits; turns httpx errors and HTTP statuses into FetchError kinds."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC
+
+import httpx
+
+from mediacache.domain import ErrorKind
+from mediacache.errors import FetchError
+from mediacache.settings import Settings
+
+MAX_REDIRECTS = 5
+USER_AGENT = "mediacache/0.1 (+https://github.com/mediacache)"
+
+
+@dataclass
+class Download:
+    """An open response whose body has not been read yet."""
+
+    url: str
+    response: httpx.Response
+    max_bytes: int
+
+    @property
+    def declared_type(self) -> str | None:
+        value = self.response.headers.get("content-type")
+        return value.split(";", 1)[0].strip().lower() or None if value else None
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.response.headers.get("content-length")
+        try:
+            return int(value) if value is not None else None
+        except ValueError:
+            return None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk, with the size limit and Content-Length enforced."""
+        received = 0
+        try:
+            async for chunk in self.response.aiter_bytes():
+                received += len(chunk)
+                if received > self.max_bytes:
+                    raise FetchError(ErrorKind.TOO_LARGE,
+                                     f"{self.url} sent more than the limit of {self.max_bytes} bytes "
+                                     "(MEDIACACHE_MAX_BYTES)")
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, self.url) from exc
+        expected = self.content_length
+        # An identity-encoded body shorter than its Content-Length was cut off: never a cached file.
+        if expected is not None and received != expected and not self.response.headers.get("content-encoding"):
+            raise FetchError(ErrorKind.TRANSIENT,
+                             f"{self.url} sent {received} bytes of the {expected} its Content-Length announced")
+
+
+class Fetcher:
+    """One pooled HTTP client for all downloads of a process."""
+
+    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None,
+                 max_connections: int = 100) -> None:
+        self.settings = settings
+        timeout = httpx.Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s,
+                                write=settings.read_timeout_s, pool=settings.connect_timeout_s)
+        self._client = httpx.AsyncClient(
+            transport=transport, timeout=timeout, follow_redirects=False,
+            # Environment proxies would route around the address checks of the transport.
+            trust_env=False,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers={"User-Agent": USER_AGENT, "Accept": "image/*,video/*,audio/*,*/*;q=0.5",
+                     "Accept-Encoding": "identity"},
+        )
+
+    @asynccontextmanager
+    async def open(self, url: str) -> AsyncIterator[Download]:
+        """Follows up to MAX_REDIRECTS redirects and yields the final 2xx response, unread."""
+        current = httpx.URL(url)
+        for _hop in range(MAX_REDIRECTS + 1):
+            request = self._client.build_request("GET", current)
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc, str(current)) from exc
+            try:
+                if response.is_redirect:
+                    location = response.headers.get("location")
+                    if not location:
+                        raise FetchError(ErrorKind.FORBIDDEN,
+                                         f"{current} answered {response.status_code} without a Location")
+                    current = self.next_hop(current, location)
+                    continue
+                check_status(response, str(current))
+                declared = response.headers.get("content-length")
+                if declared is not None and declared.isdigit() and int(declared) > self.settings.max_bytes:
+                    raise FetchError(ErrorKind.TOO_LARGE,
+                                     f"{current} announces {declared} bytes, over the limit of "
+                                     f"{self.settings.max_bytes} (MEDIACACHE_MAX_BYTES)")
+                yield Download(str(current), response, self.settings.max_bytes)
+                return
+            finally:
+                await response.aclose()
+        raise FetchError(ErrorKind.TOO_MANY_REDIRECTS, f"{url} redirected more than {MAX_REDIRECTS} times")
+
+    def next_hop(self, current: httpx.URL, location: str) -> httpx.URL:
+        target = current.join(location)
+        if target.scheme not in ("http", "https"):
+            raise FetchError(ErrorKind.BLOCKED, f"{current} redirects to a non-http URL {str(target)[:200]!r}")
+        return target
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def check_status(response: httpx.Response, url: str) -> None:
+    """Maps a non-2xx status to the FetchError kind that says whether retrying can help."""
+    code = response.status_code
+    if 200 <= code < 300:
+        return
+    if code in (404, 410):
+        raise FetchError(ErrorKind.NOT_FOUND, f"{url} answered {code}")
+    if code in (408, 425, 429) or code >= 500:
+        raise FetchError(ErrorKind.TRANSIENT, f"{url} answered {code}",
+                         retry_after_s=parse_retry_after(response.headers.get("retry-after")))
+    raise FetchError(ErrorKind.FORBIDDEN, f"{url} answered {code}")
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delta = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, delta)
+
+
+def _transport_error(exc: httpx.HTTPError, url: str) -> FetchError:
+    if isinstance(exc, httpx.TimeoutException):
+        what = "connecting" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "reading"
+        return FetchError(ErrorKind.TRANSIENT, f"timed out {what} {url}")
+    if isinstance(exc, httpx.ConnectError):
+        return FetchError(ErrorKind.TRANSIENT, f"cannot connect to {url}: {exc}")
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return FetchError(ErrorKind.INVALID_URL, f"cannot fetch {url}: {exc}")
+    return FetchError(ErrorKind.TRANSIENT, f"download of {url} failed: {type(exc).__name__}: {exc}")

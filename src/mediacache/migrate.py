@@ -1,0 +1,53 @@
+"""Runs the Alembic migrations shipped inside the package (`mediacache db upgrade`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mediacache.db.engine import create_engine
+from mediacache.errors import DatabaseError
+from mediacache.settings import Settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def alembic_config(url: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        cfg.attributes["sqlalchemy_url"] = url
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def upgrade(settings: Settings, revision: str = "head") -> None:
+    """Brings the database of `settings` to `revision`, creating the SQLite file's folder first."""
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    cfg = alembic_config(url)
+    try:
+        command.upgrade(cfg, revision)
+    except Exception as exc:
+        if isinstance(exc, DatabaseError):
+            raise
+        raise DatabaseError(f"migrating {settings.database_display} failed: {exc}") from exc
+
+
+async def upgrade_async(settings: Settings, revision: str = "head") -> None:
+    # Alembic's env.py runs its own event loop, so it must run outside ours.
+    await asyncio.to_thread(upgrade, settings, revision)
+
+
+def engine_for_migrations(url: str) -> AsyncEngine:
+    return create_engine(url, pool_size=1)

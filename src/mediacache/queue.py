@@ -1,0 +1,112 @@
+"""The BullMQ queue: names, job options, enqueue and counts (the producer side)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from bullmq import Queue
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from mediacache.errors import QueueUnavailableError
+from mediacache.records import QueueStats
+from mediacache.settings import Settings
+
+QUEUE_NAME = "media-cache"
+JOB_NAME = "cache-media"
+# Completed jobs are only bookkeeping (the database holds the truth), so Redis keeps few of them.
+KEEP_COMPLETED = {"age": 3600, "count": 1000}
+KEEP_FAILED = {"age": 7 * 24 * 3600}
+
+
+def job_options(asset_id: uuid.UUID, settings: Settings) -> dict[str, Any]:
+    return {
+        "jobId": str(asset_id),
+        "attempts": settings.job_attempts,
+        "backoff": {"type": "exponential", "delay": settings.backoff_ms},
+        "removeOnComplete": KEEP_COMPLETED,
+        "removeOnFail": KEEP_FAILED,
+    }
+
+
+def job_data(asset_id: uuid.UUID, url: str) -> dict[str, str]:
+    return {"cacheAssetId": str(asset_id), "url": url}
+
+
+class JobQueue:
+    """Adds and inspects cache-media jobs. Fails fast (QueueUnavailableError) when Redis is down,
+    so an enqueue never hangs in the caller's request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        conn = settings.redis_connection()
+        conn["socket_timeout"] = 5.0
+        # One quick retry covers a dropped idle connection; bullmq's own default (20 retries with
+        # backoff up to 20 s) would hold an API request for minutes while Redis is down.
+        self._client = aioredis.Redis(**conn, decode_responses=True, retry=Retry(NoBackoff(), 1),
+                                      health_check_interval=30)
+        self._queue = Queue(QUEUE_NAME, {"connection": self._client, "prefix": settings.queue_prefix})
+
+    @property
+    def bullmq(self) -> Queue:
+        return self._queue
+
+    def _unavailable(self, exc: BaseException, what: str) -> QueueUnavailableError:
+        return QueueUnavailableError(
+            f"Redis at {self.settings.redis_display} did not answer while {what} ({exc}); nothing was "
+            "queued. Check that Redis is running and REDIS_HOST/REDIS_PORT/REDIS_URL point at it")
+
+    async def add(self, asset_id: uuid.UUID, url: str) -> None:
+        try:
+            await self._queue.add(JOB_NAME, job_data(asset_id, url), job_options(asset_id, self.settings))
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc, "adding a job") from exc
+
+    async def add_bulk(self, items: Sequence[tuple[uuid.UUID, str]]) -> None:
+        if not items:
+            return
+        jobs = [{"name": JOB_NAME, "data": job_data(i, u), "opts": job_options(i, self.settings)}
+                for i, u in items]
+        try:
+            await self._queue.addBulk(jobs)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc, f"adding {len(items)} jobs") from exc
+
+    async def requeue(self, items: Sequence[tuple[uuid.UUID, str]]) -> None:
+        """Adds fresh jobs for assets whose old job may still sit in Redis (failed or completed):
+        BullMQ ignores an add whose job id exists, so the old job is removed first."""
+        try:
+            for asset_id, _ in items:
+                await self._queue.remove(str(asset_id))
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc, "removing finished jobs") from exc
+        await self.add_bulk(items)
+
+    async def remove(self, ids: Sequence[uuid.UUID]) -> None:
+        try:
+            for asset_id in ids:
+                await self._queue.remove(str(asset_id))
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc, "removing jobs") from exc
+
+    async def stats(self) -> QueueStats:
+        try:
+            c = await self._queue.getJobCounts("waiting", "active", "completed", "failed", "delayed")
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc, "reading queue counts") from exc
+        return QueueStats(waiting=c["waiting"], active=c["active"], completed=c["completed"],
+                          failed=c["failed"], delayed=c["delayed"])
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc, "checking the connection") from exc
+
+    async def close(self) -> None:
+        await self._queue.close()
+        await self._client.aclose()

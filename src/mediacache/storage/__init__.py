@@ -1,0 +1,19 @@
+"""Object storage: the ObjectStore protocol, and the backend the settings choose."""
+
+from __future__ import annotations
+
+from mediacache.settings import Settings
+from mediacache.storage.base import ObjectInfo, ObjectStore
+from mediacache.storage.local import LocalStore
+
+__all__ = ["LocalStore", "ObjectInfo", "ObjectStore", "open_store"]
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    """The local directory, or S3/R2 when MEDIACACHE_STORAGE or the S3 variables say so."""
+    if settings.storage_backend == "s3":
+        from mediacache.storage.s3 import s3_store_from_settings
+
+        return s3_store_from_settings(settings)
+    return LocalStore(settings.objects_dir, public_base_url=settings.public_base_url,
+                      signing_key=settings.signing_key())

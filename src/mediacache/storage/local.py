@@ -1,0 +1,139 @@
+"""Local-directory object store: atomic writes (temporary file, then rename) under one root."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from mediacache.errors import StorageError, StorageUnavailableError, UnsafeKeyError
+from mediacache.storage.base import ObjectInfo
+from mediacache.storage.keys import check_key
+from mediacache.storage.signing import sign_path
+
+_TMP_DIR = ".tmp"
+_READ_CHUNK_BYTES = 256 * 1024
+# Writes are batched to this size so that a stream of small network chunks costs few thread hops.
+_WRITE_BATCH_BYTES = 1024 * 1024
+
+
+class LocalStore:
+    """Objects as files under `root`; links are HMAC-signed `/files/<key>` URLs on `public_base_url`."""
+
+    name = "local"
+
+    def __init__(self, root: Path, *, public_base_url: str, signing_key: bytes) -> None:
+        self.root = root.resolve()
+        self.public_base_url = public_base_url.rstrip("/")
+        self._signing_key = signing_key
+        self._tmp = self.root / _TMP_DIR
+
+    def path_of(self, key: str) -> Path:
+        """The file of `key`; refuses any key that would resolve outside the root."""
+        check_key(key)
+        if key.split("/", 1)[0] == _TMP_DIR:
+            raise UnsafeKeyError(f"storage key {key!r} is inside the store's temporary folder")
+        path = (self.root / key).resolve()
+        # A symlink planted inside the root could still point out of it: check the resolved path.
+        if not path.is_relative_to(self.root):
+            raise UnsafeKeyError(f"storage key {key!r} resolves outside the storage directory")
+        return path
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes], *, content_type: str | None = None) -> int:
+        final = self.path_of(key)
+        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+        await asyncio.to_thread(self._tmp.mkdir, parents=True, exist_ok=True)
+        f = await asyncio.to_thread(open, tmp, "wb")
+        written = 0
+        try:
+            batch: list[bytes] = []
+            batch_bytes = 0
+            async for chunk in chunks:
+                batch.append(chunk)
+                batch_bytes += len(chunk)
+                if batch_bytes >= _WRITE_BATCH_BYTES:
+                    await asyncio.to_thread(f.writelines, batch)
+                    written += batch_bytes
+                    batch, batch_bytes = [], 0
+            await asyncio.to_thread(self._finish, f, batch, tmp, final)
+            written += batch_bytes
+        except BaseException:
+            # Also on cancellation: the temporary file goes, and nothing appears under `key`.
+            await asyncio.shield(asyncio.to_thread(self._discard, f, tmp))
+            raise
+        return written
+
+    @staticmethod
+    def _finish(f: BinaryIO, batch: list[bytes], tmp: Path, final: Path) -> None:
+        f.writelines(batch)
+        f.flush()
+        # fsync before the rename, so that after a power loss the key holds all or nothing.
+        os.fsync(f.fileno())
+        f.close()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+
+    @staticmethod
+    def _discard(f: BinaryIO, tmp: Path) -> None:
+        with contextlib.suppress(OSError):
+            f.close()
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+    async def delete(self, key: str) -> bool:
+        path = self.path_of(key)
+        try:
+            await asyncio.to_thread(path.unlink)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key!r} from {self.root}: {exc}") from exc
+        return True
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        path = self.path_of(key)
+        try:
+            st = await asyncio.to_thread(path.stat)
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key=key, size_bytes=st.st_size)
+
+    async def open_stream(self, key: str, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        path = self.path_of(key)
+        f = await asyncio.to_thread(open, path, "rb")
+        try:
+            await asyncio.to_thread(f.seek, start)
+            remaining = None if end is None else max(0, end - start)
+            while remaining is None or remaining > 0:
+                size = _READ_CHUNK_BYTES if remaining is None else min(_READ_CHUNK_BYTES, remaining)
+                data = await asyncio.to_thread(f.read, size)
+                if not data:
+                    break
+                if remaining is not None:
+                    remaining -= len(data)
+                yield data
+        finally:
+            f.close()
+
+    def url(self, key: str, *, ttl_s: int) -> str:
+        check_key(key)
+        return self.public_base_url + sign_path(self._signing_key, key, ttl_s=ttl_s)
+
+    async def check_writable(self) -> None:
+        probe = f"{_TMP_DIR}/probe-{uuid.uuid4().hex}"
+        try:
+            await asyncio.to_thread(self._tmp.mkdir, parents=True, exist_ok=True)
+            path = self.root / probe
+            await asyncio.to_thread(path.write_bytes, b"ok")
+            await asyncio.to_thread(path.unlink)
+        except OSError as exc:
+            raise StorageUnavailableError(
+                f"the storage directory {self.root} is not writable ({exc}); fix its permissions or set "
+                "MEDIACACHE_DATA_DIR to a writable directory") from exc
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,139 @@
+"""The worker process: start-up checks, the BullMQ Worker around the job handler, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from bullmq import Worker
+from bullmq.custom_errors import DelayedError, UnrecoverableError
+
+from mediacache.errors import MediaCacheError
+from mediacache.fetch import Fetcher
+from mediacache.handler import CacheJobHandler, FinalFailure
+from mediacache.queue import QUEUE_NAME
+from mediacache.service import MediaCache
+from mediacache.settings import Settings
+
+log = logging.getLogger("mediacache.worker")
+
+
+class CacheWorker:
+    """A BullMQ worker on the `media-cache` queue, running CacheJobHandler `concurrency` at a time."""
+
+    def __init__(self, cache: MediaCache, *, concurrency: int | None = None, fetcher: Fetcher | None = None) -> None:
+        self.cache = cache
+        self.settings: Settings = cache.settings
+        self.concurrency = concurrency or self.settings.concurrency
+        self.fetcher = fetcher or Fetcher(self.settings, max_connections=max(10, self.concurrency * 2))
+        self.handler = CacheJobHandler(self.settings, cache.repo, cache.store, self.fetcher)
+        self._worker: Worker | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[Any]] = set()
+        self._handing_back = False
+
+    async def check(self) -> None:
+        """Fails fast, with what to do, when the database, the store or Redis is not usable."""
+        await self.cache.check_migrated()
+        await self.cache.store.check_writable()
+        await self.cache.queue.ping()
+
+    async def start(self) -> None:
+        await self.check()
+        lock_ms = self.settings.lock_duration_ms
+        self._worker = Worker(QUEUE_NAME, self._process, {
+            "connection": self.settings.redis_connection(),
+            "prefix": self.settings.queue_prefix,
+            "concurrency": self.concurrency,
+            "lockDuration": lock_ms,
+            "stalledInterval": max(1000, lock_ms // 2),
+            "maxStalledCount": 3,
+            "autorun": False,
+            "name": f"mediacache@{socket.gethostname()}:{os.getpid()}",
+        })
+        self._worker.on("failed", _on_failed)
+        self._worker.on("error", _on_error)
+        self._task = asyncio.create_task(self._worker.run(), name="bullmq-worker")
+        log.info("worker ready pid=%d queue=%s concurrency=%d redis=%s database=%s storage=%s",
+                 os.getpid(), QUEUE_NAME, self.concurrency, self.settings.redis_display,
+                 self.settings.database_display, self.cache.store.name)
+
+    async def _process(self, job: Any, token: str) -> dict[str, Any]:
+        try:
+            asset_id = uuid.UUID(str(job.data["cacheAssetId"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UnrecoverableError(f"job {job.id} has no valid cacheAssetId in its data") from exc
+        final_attempt = job.attemptsMade + 1 >= int(job.opts.get("attempts") or 1)
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            outcome = await self.handler.process(asset_id, final_attempt=final_attempt)
+        except FinalFailure as exc:
+            raise UnrecoverableError(str(exc)) from exc
+        except asyncio.CancelledError:
+            if not self._handing_back:
+                raise
+            # Back to the queue at once, without spending one of the job's attempts.
+            await job.moveToDelayed(int(time.time() * 1000) + 500, token)
+            raise DelayedError("handed back: the worker is shutting down") from None
+        finally:
+            if task is not None:
+                self._running.discard(task)
+        return outcome.as_job_result()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stops taking jobs and waits up to `grace_s` for the ones held; then hands those back.
+
+        A handed-back job returns to the queue at once without using up an attempt, and its
+        asset's lease is released, so another worker can take it without waiting.
+        """
+        if self._worker is None:
+            return
+        grace_s = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        worker, self._worker = self._worker, None
+        closing = asyncio.create_task(worker.close(), name="bullmq-worker-close")
+        done, _ = await asyncio.wait({closing}, timeout=grace_s)
+        if not done:
+            log.warning("%d jobs still running after %.0f s; handing them back to the queue",
+                        len(self._running), grace_s)
+            self._handing_back = True
+            for task in list(self._running):
+                task.cancel()
+            done, _ = await asyncio.wait({closing}, timeout=10)
+            if not done:
+                worker.cancelProcessing()
+        await closing
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=5)
+        await self.fetcher.close()
+
+    async def __aenter__(self) -> CacheWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _on_failed(job: Any, err: BaseException, *_: Any) -> None:
+    # BullMQ event handlers must be plain functions that never raise.
+    try:
+        log.warning("job %s attempt %s failed: %s", getattr(job, "id", "?"), getattr(job, "attemptsMade", "?"), err)
+    except Exception:
+        pass
+
+
+def _on_error(err: BaseException, *_: Any) -> None:
+    try:
+        if isinstance(err, MediaCacheError):
+            log.error("worker: %s", err)
+        else:
+            log.error("worker error: %r", err)
+    except Exception:
+        pass

@@ -1,0 +1,168 @@
+"""Enqueue: validation before writing, order, batches, the job's shape, and Redis going away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from mediacache.domain import CacheStatus
+from mediacache.errors import InvalidURLError, QueueUnavailableError
+from mediacache.service import MediaCache
+from tests.conftest import REDIS_HOST, REDIS_PORT, SettingsFactory, WorkerFactory, wait_until
+from tests.origin import Origin
+
+
+@pytest.mark.parametrize("bad", [
+    "ftp://example.com/a.jpg", "javascript:alert(1)", "file:///etc/passwd", "http://", "https:///path",
+    "not a url", "", "http://example.com/" + "a" * 10_000, "//example.com/a.jpg",
+])
+async def test_bad_urls_are_refused_before_anything_is_written(cache: MediaCache, bad: str) -> None:
+    with pytest.raises(InvalidURLError):
+        await cache.cache_image(bad)
+    with pytest.raises(InvalidURLError):
+        await cache.cache_images(["https://example.com/ok.jpg", bad])
+    assert (await cache.cache_stats()).total == 0
+    assert (await cache.queue_stats()).waiting == 0
+
+
+async def test_cache_image_writes_pending_row_and_the_seed_job(cache: MediaCache, queue_prefix: str) -> None:
+    url = "https://cdn.example.com/v/abc.mp4?x-expires=1999999999&sig=1"
+    asset_id = await cache.cache_image(url)
+    rec = await cache.get_asset(asset_id)
+    assert rec is not None and rec.status is CacheStatus.PENDING and rec.original_url == url
+    assert rec.attempts == 0
+
+    client = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT, decode_responses=True)
+    try:
+        job = await client.hgetall(f"{queue_prefix}:media-cache:{asset_id}")
+    finally:
+        await client.aclose()
+    assert job["name"] == "cache-media"
+    assert json.loads(job["data"]) == {"cacheAssetId": str(asset_id), "url": url}
+    opts = json.loads(job["opts"])
+    assert opts["attempts"] == 3
+    assert opts["backoff"] == {"type": "exponential", "delay": 1000}
+    assert (await cache.queue_stats()).waiting == 1
+
+
+async def test_cache_images_keeps_input_order_and_queues_all(cache: MediaCache) -> None:
+    urls = [f"https://example.com/img/{i}.jpg" for i in range(120)] + ["https://example.com/img/0.jpg"]
+    ids = await cache.cache_images(urls)
+    assert len(ids) == len(urls) == len(set(ids))
+    for asset_id, url in zip(ids, urls, strict=True):
+        rec = await cache.get_asset(asset_id)
+        assert rec is not None and rec.original_url == url
+    assert (await cache.queue_stats()).waiting == len(urls)
+    assert await cache.cache_images([]) == []
+
+
+async def test_cache_tiktok_post_media(cache: MediaCache) -> None:
+    media = await cache.cache_tiktok_post_media(
+        video_url="https://v.example.com/video.mp4", cover_url=None, music_url="https://m.example.com/a.mp3",
+        images=[{"url": "https://i.example.com/1.jpg", "width": 1080, "height": 1920},
+                {"url": "https://i.example.com/2.jpg", "width": 720, "height": 1280}],
+        avatar_url="https://a.example.com/me.jpg")
+    assert media.cover is None and media["cover"] is None
+    assert [(i.width, i.height) for i in media.images] == [(1080, 1920), (720, 1280)]
+    expected = {media.video: "https://v.example.com/video.mp4", media.music: "https://m.example.com/a.mp3",
+                media.avatar: "https://a.example.com/me.jpg", media.images[0].id: "https://i.example.com/1.jpg",
+                media.images[1].id: "https://i.example.com/2.jpg"}
+    for asset_id, url in expected.items():
+        assert asset_id is not None
+        rec = await cache.get_asset(asset_id)
+        assert rec is not None and rec.original_url == url and rec.status is CacheStatus.PENDING
+    assert (await cache.cache_stats()).total == 5
+    empty = await cache.cache_tiktok_post_media()
+    assert (empty.video, empty.cover, empty.music, empty.avatar, empty.images) == (None, None, None, None, [])
+
+
+# ---- Redis really stopped --------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on its own port, that the test can stop and start."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is needed for this test (Debian package redis-server)"
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+             "--dir", str(self.workdir), "--daemonize", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("private redis-server exited") from None
+                import time
+
+                time.sleep(0.025)
+        raise RuntimeError("private redis-server did not open its port")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path / "redis")
+    server.workdir.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_redis_down_fails_the_call_and_leaves_no_row(
+        make_settings: SettingsFactory, private_redis: PrivateRedis, origin: Origin,
+        start_worker: WorkerFactory) -> None:
+    settings = make_settings(redis_port=private_redis.port)
+    async with MediaCache(settings) as mc:
+        first = await mc.cache_image(origin.url("/media/1.jpg?size=2000"))
+        private_redis.stop()
+        with pytest.raises(QueueUnavailableError, match=r"Redis at redis://127\.0\.0\.1:\d+/0 did not answer"):
+            await mc.cache_image(origin.url("/media/2.jpg?size=2000"))
+        with pytest.raises(QueueUnavailableError):
+            await mc.cache_images([origin.url(f"/media/{i}.jpg?size=2000") for i in range(3, 8)])
+        stats = await mc.cache_stats()
+        # Only the asset queued before the outage exists; the refused ones left nothing behind.
+        assert stats.total == 1 and stats.pending == 1
+
+        private_redis.start()  # append-only file: the first job survived the restart
+        second = await asyncio.wait_for(mc.cache_image(origin.url("/media/2.jpg?size=2000")), 10)
+        await start_worker(mc)
+
+        async def both_cached() -> bool:
+            recs = [await mc.get_asset(i) for i in (first, second)]
+            return all(r is not None and r.status is CacheStatus.CACHED for r in recs)
+
+        await wait_until(both_cached, what="the assets queued around the outage")
+        assert (await mc.cache_stats()).total == 2
+
+
+async def test_unknown_ids_and_non_uuid_values_get_none_from_get_asset(cache: MediaCache) -> None:
+    assert await cache.get_asset(uuid.uuid4()) is None
+    assert await cache.get_asset("not-a-uuid") is None

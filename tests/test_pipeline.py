@@ -1,0 +1,144 @@
+"""End to end on real Redis, SQLite and PostgreSQL, local storage and a real HTTP origin."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+from mediacache.domain import CacheStatus
+from mediacache.service import MediaCache
+from tests.conftest import WorkerFactory, wait_until
+from tests.origin import Origin, sha256_of
+
+
+async def _settled(cache: MediaCache, ids: list[uuid.UUID]) -> bool:
+    for asset_id in ids:
+        rec = await cache.get_asset(asset_id)
+        if rec is None or rec.status not in (CacheStatus.CACHED, CacheStatus.FAILED):
+            return False
+    return True
+
+
+def _stored_bytes(cache: MediaCache, key: str) -> bytes:
+    return (cache.settings.objects_dir / key).read_bytes()
+
+
+async def test_fifty_urls_end_cached_with_the_origins_bytes(
+        cache: MediaCache, start_worker: WorkerFactory, origin: Origin) -> None:
+    sizes = [1000 + 997 * i for i in range(50)]
+    urls = [origin.url(f"/media/{i}.jpg?size={size}") for i, size in enumerate(sizes)]
+    ids = await cache.cache_images(urls)
+    assert len(set(ids)) == 50
+    assert (await cache.cache_stats()).pending == 50
+
+    await start_worker(concurrency=8)
+    await wait_until(lambda: _settled(cache, ids), what="50 assets to settle")
+
+    for i, (asset_id, size) in enumerate(zip(ids, sizes, strict=True)):
+        rec = await cache.get_asset(asset_id)
+        assert rec is not None and rec.status is CacheStatus.CACHED, rec
+        assert rec.original_url == urls[i]
+        assert rec.size_bytes == size
+        assert rec.sha256 == sha256_of("media", i, size)
+        assert rec.content_type == "image/jpeg"
+        assert rec.attempts == 1 and rec.cached_at is not None and rec.error is None
+        assert rec.cache_key is not None and rec.cache_key.startswith(f"media/{asset_id}/")
+        assert hashlib.sha256(_stored_bytes(cache, rec.cache_key)).hexdigest() == rec.sha256
+
+    stats = await cache.cache_stats()
+    assert (stats.cached, stats.failed, stats.pending, stats.downloading, stats.total) == (50, 0, 0, 0, 50)
+    assert stats["cached"] == 50 and dict(stats)["total"] == 50
+    q = await cache.queue_stats()
+    assert q.waiting == 0 and q.active == 0 and q.failed == 0
+
+
+async def test_origin_failing_twice_then_answering_ends_cached_after_three_attempts(
+        cache: MediaCache, start_worker: WorkerFactory, origin: Origin) -> None:
+    path = f"/flaky/{uuid.uuid4().hex}.jpg"
+    asset_id = await cache.cache_image(origin.url(path + "?fail=2"))
+    await start_worker()
+    await wait_until(lambda: _settled(cache, [asset_id]), timeout_s=30, what="the flaky asset")
+    rec = await cache.get_asset(asset_id)
+    assert rec is not None and rec.status is CacheStatus.CACHED
+    assert rec.attempts == 3 and rec.error is None
+    # The backoff is exponential from 1 s: the retries must run on time, not minutes late
+    # (the socket time-out trap of bullmq with redis-py 8).
+    hits = origin.hits(path)
+    assert len(hits) == 3
+    assert 0.8 <= hits[1] - hits[0] < 6, hits
+    assert 1.6 <= hits[2] - hits[1] < 8, hits
+
+
+async def test_origin_always_failing_ends_failed_after_three_attempts_with_the_error(
+        cache: MediaCache, start_worker: WorkerFactory, origin: Origin) -> None:
+    path = f"/flaky/{uuid.uuid4().hex}.jpg"
+    asset_id = await cache.cache_image(origin.url(path + "?fail=1000&status=500"))
+    await start_worker()
+    await wait_until(lambda: _settled(cache, [asset_id]), timeout_s=30, what="the failing asset")
+    rec = await cache.get_asset(asset_id)
+    assert rec is not None and rec.status is CacheStatus.FAILED
+    assert rec.attempts == 3
+    assert rec.error is not None and "500" in rec.error and rec.error_kind == "transient"
+    assert len(origin.hits(path)) == 3
+    stats = await cache.cache_stats()
+    assert stats.failed == 1 and stats.failed_by_kind == {"transient": 1}
+    await wait_until(lambda: _queue_failed(cache, 1), what="the job to be failed in BullMQ")
+    # The stored URL of a failed asset is its original.
+    assert await cache.get_url(asset_id) == origin.url(path + "?fail=1000&status=500")
+
+
+async def _queue_failed(cache: MediaCache, n: int) -> bool:
+    return (await cache.queue_stats()).failed == n
+
+
+async def test_not_found_is_final_after_one_attempt(
+        cache: MediaCache, start_worker: WorkerFactory, origin: Origin) -> None:
+    asset_id = await cache.cache_image(origin.url("/status/404"))
+    await start_worker()
+    await wait_until(lambda: _settled(cache, [asset_id]), what="the 404 asset")
+    rec = await cache.get_asset(asset_id)
+    assert rec is not None and rec.status is CacheStatus.FAILED
+    assert rec.attempts == 1 and rec.error_kind == "not_found"
+
+
+async def test_retry_failed_requeues_and_the_asset_can_then_be_cached(
+        cache: MediaCache, start_worker: WorkerFactory, origin: Origin) -> None:
+    path = f"/flaky/{uuid.uuid4().hex}.jpg"
+    # 404 three times: the first round fails at once (not_found is final), the retry succeeds
+    # only after the origin stops failing.
+    asset_id = await cache.cache_image(origin.url(path + "?fail=1&status=404"))
+    ok_id = await cache.cache_image(origin.url("/media/7.jpg?size=3000"))
+    await start_worker()
+    await wait_until(lambda: _settled(cache, [asset_id, ok_id]), what="first round")
+    assert (await cache.cache_stats()).failed == 1
+
+    assert await cache.retry_failed() == 1
+    assert await cache.retry_failed() == 0  # nothing FAILED is left to retry
+    await wait_until(lambda: _settled(cache, [asset_id]), what="the retried asset")
+    rec = await cache.get_asset(asset_id)
+    assert rec is not None and rec.status is CacheStatus.CACHED and rec.attempts == 2
+    stats = await cache.cache_stats()
+    assert (stats.cached, stats.failed) == (2, 0)
+
+
+async def test_cleanup_removes_old_assets_and_their_files(
+        cache: MediaCache, start_worker: WorkerFactory, origin: Origin) -> None:
+    urls = [origin.url(f"/media/{i}.jpg?size=5000") for i in range(4)]
+    ids = await cache.cache_images(urls)
+    await start_worker()
+    await wait_until(lambda: _settled(cache, ids), what="assets to cache")
+    files = [cache.settings.objects_dir / (await cache.get_asset(i)).cache_key for i in ids]  # type: ignore[union-attr,operator]
+    assert all(f.exists() for f in files)
+
+    assert await cache.cleanup(days=1) == 0  # nothing is a day old yet
+    assert all(f.exists() for f in files)
+
+    assert await cache.cleanup(days=0) == 4
+    assert not any(f.exists() for f in files)
+    assert await cache.get_asset(ids[0]) is None
+    assert (await cache.cache_stats()).total == 0
+    # A removed id resolves to the original URL the caller passes, or to nothing.
+    assert await cache.get_url(ids[0], urls[0]) == urls[0]
+    assert await cache.get_url(ids[0]) is None
+    assert not any(p.is_file() for p in Path(cache.settings.objects_dir, "media").rglob("*"))

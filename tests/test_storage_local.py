@@ -1,0 +1,115 @@
+"""Local storage: keys cannot leave the root, writes are atomic, links are signed and expire."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+
+from mediacache.errors import UnsafeKeyError
+from mediacache.storage.keys import check_key
+from mediacache.storage.local import LocalStore
+from mediacache.storage.signing import verify
+
+SECRET = b"k" * 32
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "objects", public_base_url="http://127.0.0.1:8000/", signing_key=SECRET)
+
+
+async def _chunks(parts: list[bytes], fail_after: int | None = None) -> AsyncIterator[bytes]:
+    for i, part in enumerate(parts):
+        if fail_after is not None and i == fail_after:
+            raise ConnectionResetError("origin went away")
+        yield part
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("key", [
+    "../etc/passwd", "media/../../x", "/abs/path", "media//x", "media/./x", ".tmp/x", "a\\..\\b", "",
+    "media/x\x00y", "media/%2e%2e/x", "media/ x", "-rf", "x" * 2000,
+])
+async def test_unsafe_keys_are_refused(store: LocalStore, key: str) -> None:
+    with pytest.raises(UnsafeKeyError):
+        await store.put_stream(key, _chunks([b"x"]))
+    with pytest.raises(UnsafeKeyError):
+        store.url(key, ttl_s=60)
+    assert not any(p.is_file() for p in store.root.rglob("*")) if store.root.exists() else True
+
+
+async def test_symlink_out_of_the_root_is_refused(store: LocalStore, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    store.root.mkdir(parents=True)
+    (store.root / "media").symlink_to(outside)
+    with pytest.raises(UnsafeKeyError):
+        await store.put_stream("media/x.jpg", _chunks([b"x"]))
+    assert list(outside.iterdir()) == []
+
+
+async def test_put_head_stream_delete_round_trip(store: LocalStore) -> None:
+    parts = [bytes([i]) * 700_000 for i in range(5)]
+    assert await store.put_stream("media/a/b.jpg", _chunks(parts), content_type="image/jpeg") == 3_500_000
+    info = await store.head("media/a/b.jpg")
+    assert info is not None and info.size_bytes == 3_500_000
+    data = b"".join([c async for c in store.open_stream("media/a/b.jpg")])
+    assert data == b"".join(parts)
+    part = b"".join([c async for c in store.open_stream("media/a/b.jpg", start=699_990, end=700_010)])
+    assert part == b"\x00" * 10 + b"\x01" * 10
+    assert await store.delete("media/a/b.jpg") is True
+    assert await store.delete("media/a/b.jpg") is False
+    assert await store.head("media/a/b.jpg") is None
+
+
+async def test_failed_or_cancelled_write_leaves_nothing(store: LocalStore) -> None:
+    with pytest.raises(ConnectionResetError):
+        await store.put_stream("media/x.jpg", _chunks([b"a" * 600_000] * 4, fail_after=3))
+    assert await store.head("media/x.jpg") is None
+
+    started = asyncio.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            started.set()
+            yield b"b" * 65536
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(store.put_stream("media/y.jpg", endless()))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.head("media/y.jpg") is None
+    assert [p for p in store.root.rglob("*") if p.is_file()] == []
+
+
+async def test_an_existing_object_is_replaced_whole(store: LocalStore) -> None:
+    await store.put_stream("media/z.jpg", _chunks([b"old"]))
+    with pytest.raises(ConnectionResetError):
+        await store.put_stream("media/z.jpg", _chunks([b"new"] * 3, fail_after=2))
+    assert (store.root / "media/z.jpg").read_bytes() == b"old"
+
+
+def test_signed_urls_verify_and_tampering_or_expiry_fails(store: LocalStore) -> None:
+    url = store.url("media/a/b.jpg", ttl_s=60)
+    parts = urlsplit(url)
+    assert url.startswith("http://127.0.0.1:8000/files/media/a/b.jpg?")
+    key = unquote(parts.path.removeprefix("/files/"))
+    q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    assert verify(SECRET, key, q["exp"], q["sig"])
+    assert not verify(SECRET, "media/a/c.jpg", q["exp"], q["sig"])
+    assert not verify(SECRET, key, str(int(q["exp"]) + 1), q["sig"])
+    assert not verify(SECRET, key, q["exp"], q["sig"][:-1] + ("A" if q["sig"][-1] != "A" else "B"))
+    assert not verify(b"other", key, q["exp"], q["sig"])
+    assert not verify(SECRET, key, q["exp"], q["sig"], now=int(q["exp"]) + 1)
+    assert not verify(SECRET, key, None, q["sig"]) and not verify(SECRET, key, "soon", q["sig"])
+
+
+def test_check_key_accepts_the_asset_key_scheme_and_legacy_keys() -> None:
+    for key in ("media/0b8f/abc.jpg", "tiktok/videos/123.mp4", "avatars/u_1-2=3+4.webp"):
+        assert check_key(key) == key

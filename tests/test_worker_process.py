@@ -1,0 +1,114 @@
+"""The worker as a process: refuses an unmigrated database, exits 0 on SIGTERM, closes promptly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mediacache.domain import CacheStatus
+from mediacache.service import MediaCache
+from tests.conftest import SettingsFactory, WorkerFactory, wait_until
+from tests.origin import Origin
+
+
+def _env(settings: Any, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MEDIACACHE_", "DATABASE_"))}
+    env.update({
+        "DATABASE_URL": settings.sqlalchemy_url, "REDIS_HOST": "127.0.0.1", "REDIS_PORT": "6379",
+        "MEDIACACHE_QUEUE_PREFIX": settings.queue_prefix, "MEDIACACHE_DATA_DIR": str(settings.data_dir),
+        "MEDIACACHE_SIGNING_SECRET": "test-secret", "MEDIACACHE_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+def _spawn(settings: Any, log: Path, *args: str, **extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "mediacache", "worker", *args],
+                            env=_env(settings, **extra), stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+async def _wait_for_log(log: Path, needle: str, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    async def seen() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited ({proc.returncode}):\n{log.read_text()}")
+        return needle in log.read_text()
+    await wait_until(seen, timeout_s=timeout_s, what=f"{needle!r} in the worker log")
+
+
+async def test_worker_refuses_an_unmigrated_database(make_settings: SettingsFactory, tmp_path: Path) -> None:
+    settings = make_settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}")
+    log = tmp_path / "worker.log"
+    proc = _spawn(settings, log)
+    assert proc.wait(60) == 1
+    text = log.read_text()
+    assert "run `mediacache db upgrade`" in text and "has no mediacache tables" in text
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_sigterm_while_idle_and_while_downloading_exits_zero_promptly(
+        make_settings: SettingsFactory, tmp_path: Path, origin: Origin) -> None:
+    settings = make_settings()
+    log = tmp_path / "worker.log"
+    proc = _spawn(settings, log, "--concurrency", "4")
+    try:
+        await _wait_for_log(log, "worker ready", proc)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        assert time.monotonic() - t0 < 10, "idle worker took too long to stop"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    # Now with a download in flight that cannot finish (the origin hangs): the worker hands the
+    # job back after its grace period and still exits 0.
+    async with MediaCache(settings) as mc:
+        asset_id = await mc.cache_image(origin.url("/hang"))
+        proc = _spawn(settings, log, "--concurrency", "4", MEDIACACHE_SHUTDOWN_GRACE_S="2",
+                      MEDIACACHE_READ_TIMEOUT_S="120")
+        try:
+            async def downloading() -> bool:
+                rec = await mc.get_asset(asset_id)
+                return rec is not None and rec.status is CacheStatus.DOWNLOADING
+            await wait_until(downloading, what="the download to start")
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 30) == 0
+            assert time.monotonic() - t0 < 15
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        rec = await mc.get_asset(asset_id)
+        # Handed back: not left held by a dead worker, and the error says why.
+        assert rec is not None and rec.status is CacheStatus.DOWNLOADING
+        assert rec.error == "the worker stopped during the download"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_in_process_worker_closes_promptly_again_and_again(
+        cache: MediaCache, start_worker: WorkerFactory, origin: Origin) -> None:
+    for i in range(5):
+        worker = await start_worker()
+        asset_id = await cache.cache_image(origin.url(f"/media/{i}.jpg?size=1000"))
+
+        async def cached() -> bool:
+            rec = await cache.get_asset(asset_id)  # noqa: B023
+            return rec is not None and rec.status is CacheStatus.CACHED
+
+        await wait_until(cached, what="an asset to cache")
+        # Idle past redis-py's default 5 s socket time-out once, where close() used to hang.
+        if i == 0:
+            await asyncio.sleep(6)
+        t0 = time.monotonic()
+        await asyncio.wait_for(worker.stop(grace_s=10), 15)
+        assert time.monotonic() - t0 < 8
