@@ -22,8 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bench_env, origin, peak_rss_mib, rss_mib, start_workers, stop_workers  # noqa: E402
-from origin import expected_sha256  # noqa: E402
+from common import bench_env, origin, peak_rss_mib, rss_mib, start_workers, stop_workers
+
+from origin import expected_sha256
 
 
 async def wait_cached(env: dict[str, str], url: str, timeout_s: float) -> dict[str, object]:
