@@ -49,6 +49,7 @@ class Origin:
     /big/{n}.mp4?size=B          video/mp4, streamed in chunks
     /flaky/{name}.jpg?fail=N&status=S   answers S (default 500) N times, then a JPEG
     /status/{code}               that status with a short text body
+    /slow/{n}.mp4?size=B&chunk=C&delay_ms=D   video/mp4, C bytes every D ms
     /hang                        headers, then nothing until the client gives up
     """
 
@@ -139,6 +140,19 @@ class Origin:
                 for part in body_chunks(route, n, size):
                     writer.write(part)
                     await writer.drain()
+            return True
+        if route == "slow" and len(segments) == 2:
+            n = int(segments[1].split(".")[0])
+            size, chunk = int(query.get("size", 4 * 1024 * 1024)), int(query.get("chunk", 65536))
+            delay_s = int(query.get("delay_ms", 50)) / 1000
+            writer.write(_head(200, "video/mp4", size))
+            if head_only:
+                return True
+            data = body("big", n, size)
+            for start in range(0, size, chunk):
+                writer.write(data[start:start + chunk])
+                await writer.drain()
+                await asyncio.sleep(delay_s)
             return True
         if route == "flaky" and len(segments) == 2:
             self._counts[parts.path] += 1

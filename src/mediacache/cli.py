@@ -214,6 +214,49 @@ def cleanup(days: Annotated[int, typer.Option(min=0, help="Remove assets older t
     out.print(f"removed {_run(main)} assets older than {days} days")
 
 
+@app.command()
+def reconcile(
+    check_objects: Annotated[bool, typer.Option(help="Also HEAD every cached object")] = False,
+    requeue_missing: Annotated[bool, typer.Option(help="Queue again cached assets whose object is gone")] = False,
+    min_age_s: Annotated[float, typer.Option("--min-age-s", help="Only assets untouched this long")] = 60.0,
+) -> None:
+    """Queues again PENDING/DOWNLOADING assets whose job was lost; reports cached assets without object."""
+    async def main() -> dict[str, Any]:
+        from mediacache.reconcile import reconcile as run_reconcile
+        from mediacache.service import MediaCache
+
+        async with MediaCache(_settings()) as mc:
+            return (await run_reconcile(mc, min_age_s=min_age_s, check_objects=check_objects,
+                                        requeue_missing=requeue_missing)).as_dict()
+    report = _run(main)
+    out.print(f"requeued {report['requeued']} assets whose job was lost")
+    for asset_id, key in report["missing_objects"]:
+        out.print(f"missing object: asset {asset_id} key {key}")
+    if report["requeued_missing"]:
+        out.print(f"requeued {report['requeued_missing']} assets whose object was missing")
+
+
+@app.command()
+def gc(dry_run: Annotated[bool, typer.Option(help="Only report what would be deleted")] = False) -> None:
+    """Deletes stored objects that no asset points at; reports assets whose object is missing."""
+    async def main() -> dict[str, Any]:
+        from mediacache.gc import collect
+        from mediacache.service import MediaCache
+
+        async with MediaCache(_settings()) as mc:
+            return (await collect(mc, dry_run=dry_run)).as_dict()
+    report = _run(main)
+    verb = "would delete" if dry_run else "deleted"
+    count = len(report["orphan_objects"]) if dry_run else report["deleted_objects"]
+    out.print(f"{verb} {count} orphan objects ({report['orphan_bytes']} bytes)")
+    for key in report["orphan_objects"]:
+        out.print(f"  orphan: {key}")
+    for asset_id, key in report["dangling_rows"]:
+        out.print(f"asset {asset_id} points at a missing object {key} (fix: mediacache reconcile --requeue-missing)")
+    if report["stale_temporary_files"]:
+        out.print(f"removed {report['stale_temporary_files']} stale temporary files")
+
+
 def main() -> None:
     try:
         app()

@@ -33,7 +33,9 @@ TRANSITIONS: dict[CacheStatus, frozenset[CacheStatus]] = {
     CacheStatus.DOWNLOADING: frozenset({CacheStatus.PENDING, CacheStatus.DOWNLOADING}),
     CacheStatus.CACHED: frozenset({CacheStatus.DOWNLOADING}),
     CacheStatus.FAILED: frozenset({CacheStatus.PENDING, CacheStatus.DOWNLOADING}),
-    CacheStatus.PENDING: frozenset({CacheStatus.FAILED}),
+    # FAILED -> PENDING is a retry; CACHED -> PENDING only repairs an asset whose object was
+    # found missing from storage (`mediacache reconcile --requeue-missing`).
+    CacheStatus.PENDING: frozenset({CacheStatus.FAILED, CacheStatus.CACHED}),
 }
 
 

@@ -9,9 +9,11 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from mediacache.db.repository import AssetRepository, Claim
+from mediacache.db.types import utcnow
 from mediacache.domain import CacheStatus, ErrorKind
 from mediacache.errors import DatabaseError, FetchError, MediaCacheError, StorageError
 from mediacache.fetch import Fetcher
@@ -23,7 +25,11 @@ log = logging.getLogger("mediacache.worker")
 
 
 class LeaseHeldError(MediaCacheError):
-    """Another worker holds a live lease on the asset; this attempt backs off and tries later."""
+    """Another worker holds a live lease on the asset; this job waits until `retry_at` and tries again."""
+
+    def __init__(self, message: str, retry_at: datetime) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
 
 
 class FinalFailure(MediaCacheError):
@@ -63,12 +69,16 @@ class CacheJobHandler:
                 await renewer
 
     async def _not_claimed(self, asset_id: uuid.UUID) -> Outcome:
-        status = await self.repo.status_of(asset_id)
-        if status is None:
+        found = await self.repo.status_of(asset_id)
+        if found is None:
             return Outcome("skipped", "the asset no longer exists")
+        status, lease_until = found
         if status in (CacheStatus.CACHED, CacheStatus.FAILED):
             return Outcome("skipped", f"the asset is already {status.value}")
-        raise LeaseHeldError(f"asset {asset_id} is being downloaded by another worker")
+        # Either another worker is downloading it (come back when its lease runs out, in case it
+        # died), or the lease ran out between our claim and this read (come back at once).
+        retry_at = max(lease_until or utcnow(), utcnow())
+        raise LeaseHeldError(f"asset {asset_id} is held by another worker until {retry_at.isoformat()}", retry_at)
 
     async def _download_and_store(self, claim: Claim, *, final_attempt: bool) -> Outcome:
         key: str | None = None

@@ -101,6 +101,29 @@ class JobQueue:
         return QueueStats(waiting=c["waiting"], active=c["active"], completed=c["completed"],
                           failed=c["failed"], delayed=c["delayed"])
 
+    async def job_states(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """Per asset id: "missing" (no job in Redis), "finished" (completed or failed) or "live"."""
+        if not ids:
+            return {}
+        prefix = f"{self.settings.queue_prefix}:{QUEUE_NAME}:"
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for asset_id in ids:
+                    pipe.hmget(prefix + str(asset_id), "timestamp", "finishedOn")
+                rows = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc, "reading job states") from exc
+        return {asset_id: "missing" if created is None else "finished" if finished else "live"
+                for asset_id, (created, finished) in zip(ids, rows, strict=True)}
+
+    async def try_lock(self, name: str, ttl_ms: int) -> bool:
+        """A best-effort lock shared by all workers on this queue (SET NX PX)."""
+        key = f"{self.settings.queue_prefix}:{QUEUE_NAME}:mediacache:{name}"
+        try:
+            return bool(await self._client.set(key, str(uuid.uuid4()), nx=True, px=ttl_ms))
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc, f"taking the {name} lock") from exc
+
     async def ping(self) -> None:
         try:
             await self._client.ping()

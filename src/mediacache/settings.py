@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     lease_s: float = _var("MEDIACACHE_LEASE_S", 60.0, gt=0)
     lock_duration_ms: int = _var("MEDIACACHE_LOCK_DURATION_MS", 30000, ge=1000)
     shutdown_grace_s: float = _var("MEDIACACHE_SHUTDOWN_GRACE_S", 25.0, gt=0)
+    reconcile_interval_s: float = _var("MEDIACACHE_RECONCILE_INTERVAL_S", 60.0, ge=0)
 
     # HTTP service.
     api_token: SecretStr | None = _var("MEDIACACHE_API_TOKEN", None)

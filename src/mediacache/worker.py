@@ -15,7 +15,7 @@ from bullmq.custom_errors import DelayedError, UnrecoverableError
 
 from mediacache.errors import MediaCacheError
 from mediacache.fetch import Fetcher
-from mediacache.handler import CacheJobHandler, FinalFailure
+from mediacache.handler import CacheJobHandler, FinalFailure, LeaseHeldError
 from mediacache.queue import QUEUE_NAME
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
@@ -36,6 +36,7 @@ class CacheWorker:
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[Any]] = set()
         self._handing_back = False
+        self._reconciler: asyncio.Task[None] | None = None
 
     async def check(self) -> None:
         """Fails fast, with what to do, when the database, the store or Redis is not usable."""
@@ -53,12 +54,16 @@ class CacheWorker:
             "lockDuration": lock_ms,
             "stalledInterval": max(1000, lock_ms // 2),
             "maxStalledCount": 3,
+            # After a Redis outage, poll again within 2 s rather than bullmq's 15 s.
+            "runRetryDelay": 2000,
             "autorun": False,
             "name": f"mediacache@{socket.gethostname()}:{os.getpid()}",
         })
         self._worker.on("failed", _on_failed)
         self._worker.on("error", _on_error)
         self._task = asyncio.create_task(self._worker.run(), name="bullmq-worker")
+        if self.settings.reconcile_interval_s > 0:
+            self._reconciler = asyncio.create_task(self._reconcile_periodically(), name="reconcile")
         log.info("worker ready pid=%d queue=%s concurrency=%d redis=%s database=%s storage=%s",
                  os.getpid(), QUEUE_NAME, self.concurrency, self.settings.redis_display,
                  self.settings.database_display, self.cache.store.name)
@@ -76,6 +81,10 @@ class CacheWorker:
             outcome = await self.handler.process(asset_id, final_attempt=final_attempt)
         except FinalFailure as exc:
             raise UnrecoverableError(str(exc)) from exc
+        except LeaseHeldError as exc:
+            # Not a failed attempt: wait for the holder's lease instead of spending a retry.
+            await job.moveToDelayed(int(exc.retry_at.timestamp() * 1000) + 100, token)
+            raise DelayedError(str(exc)) from exc
         except asyncio.CancelledError:
             if not self._handing_back:
                 raise
@@ -95,6 +104,9 @@ class CacheWorker:
         """
         if self._worker is None:
             return
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            await asyncio.wait({self._reconciler})
         grace_s = self.settings.shutdown_grace_s if grace_s is None else grace_s
         worker, self._worker = self._worker, None
         closing = asyncio.create_task(worker.close(), name="bullmq-worker-close")
@@ -112,6 +124,20 @@ class CacheWorker:
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=5)
         await self.fetcher.close()
+
+    async def _reconcile_periodically(self) -> None:
+        """Every interval, one worker of the queue (whoever takes the lock) requeues lost work."""
+        from mediacache.reconcile import requeue_lost
+
+        interval_s = self.settings.reconcile_interval_s
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                if await self.cache.queue.try_lock("reconcile", int(interval_s * 900)):
+                    await requeue_lost(self.cache, min_age_s=max(interval_s, 2 * self.settings.lease_s))
+            except MediaCacheError as exc:
+                # An outage of Redis or the database: report it and try again next time.
+                log.warning("reconciliation skipped: %s", exc)
 
     async def __aenter__(self) -> CacheWorker:
         await self.start()

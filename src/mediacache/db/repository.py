@@ -171,10 +171,11 @@ class AssetRepository:
         async with self._tx() as conn:
             return bool((await conn.execute(stmt)).rowcount)
 
-    async def status_of(self, asset_id: uuid.UUID) -> CacheStatus | None:
+    async def status_of(self, asset_id: uuid.UUID) -> tuple[CacheStatus, datetime | None] | None:
+        """The status and the lease end of an asset, or None when it does not exist."""
         async with self._tx() as conn:
-            value = (await conn.execute(select(_t.c.status).where(_t.c.id == asset_id))).scalar()
-        return None if value is None else CacheStatus(value)
+            row = (await conn.execute(select(_t.c.status, _t.c.lease_until).where(_t.c.id == asset_id))).first()
+        return None if row is None else (CacheStatus(row.status), row.lease_until)
 
     # ---- reads ---------------------------------------------------------------------------
 
@@ -206,6 +207,53 @@ class AssetRepository:
         return by_status, failed_by_kind
 
     # ---- maintenance ---------------------------------------------------------------------
+
+    async def stale_unsettled(self, cutoff: datetime, limit: int) -> list[tuple[uuid.UUID, str]]:
+        """PENDING or DOWNLOADING assets untouched since `cutoff` that no live lease holds."""
+        now = utcnow()
+        stmt = (select(_t.c.id, _t.c.original_url)
+                .where(_t.c.status.in_([CacheStatus.PENDING.value, CacheStatus.DOWNLOADING.value]),
+                       _t.c.updated_at < cutoff, or_(_t.c.lease_until.is_(None), _t.c.lease_until < now))
+                .order_by(_t.c.updated_at).limit(limit))
+        async with self._tx() as conn:
+            return [(r.id, r.original_url) for r in (await conn.execute(stmt)).all()]
+
+    async def touch(self, ids: Sequence[uuid.UUID]) -> None:
+        """Marks assets as just handled, so the next reconciliation gives their new jobs time."""
+        if ids:
+            async with self._tx() as conn:
+                await conn.execute(update(_t).where(_t.c.id.in_(list(ids))).values(updated_at=utcnow()))
+
+    async def cached_page(self, after: uuid.UUID | None, limit: int) -> list[tuple[uuid.UUID, str]]:
+        """CACHED assets and their keys, in id order after `after` (keyset paging)."""
+        stmt = (select(_t.c.id, _t.c.cache_key).where(_t.c.status == CacheStatus.CACHED.value)
+                .order_by(_t.c.id).limit(limit))
+        if after is not None:
+            stmt = stmt.where(_t.c.id > after)
+        async with self._tx() as conn:
+            return [(r.id, r.cache_key) for r in (await conn.execute(stmt)).all()]
+
+    async def uncache(self, ids: Sequence[uuid.UUID], *, error: str) -> list[tuple[uuid.UUID, str]]:
+        """CACHED -> PENDING for assets whose object is missing; returns (id, url) of those moved."""
+        if not ids:
+            return []
+        stmt = (update(_t).where(_t.c.id.in_(list(ids)), _t.c.status == CacheStatus.CACHED.value)
+                .values(status=CacheStatus.PENDING.value, cache_key=None, error=error, error_kind=None,
+                        updated_at=utcnow())
+                .returning(_t.c.id, _t.c.original_url))
+        async with self._tx() as conn:
+            return [(r.id, r.original_url) for r in (await conn.execute(stmt)).all()]
+
+    async def key_owners(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str | None, str | None]]:
+        """(cache_key, live lease token) per existing asset: what may legitimately own an object."""
+        if not ids:
+            return {}
+        now = utcnow()
+        stmt = select(_t.c.id, _t.c.cache_key, _t.c.lease_token, _t.c.lease_until).where(_t.c.id.in_(set(ids)))
+        async with self._tx() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return {r.id: (r.cache_key, r.lease_token if r.lease_until and r.lease_until > now else None)
+                for r in rows}
 
     async def reset_failed(self, limit: int) -> list[tuple[uuid.UUID, str]]:
         """FAILED -> PENDING for up to `limit` assets; returns (id, url) of those moved."""

@@ -42,6 +42,10 @@ class ObjectStore(Protocol):
         """The bytes of `key` from `start` to `end` (exclusive); FileNotFoundError when missing."""
         ...
 
+    def list_keys(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Every object whose key starts with `prefix` (used by garbage collection only)."""
+        ...
+
     def url(self, key: str, *, ttl_s: int) -> str:
         """A URL a browser can fetch `key` from for `ttl_s` seconds, computed without I/O."""
         ...

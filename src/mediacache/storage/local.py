@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
@@ -118,6 +119,36 @@ class LocalStore:
                 yield data
         finally:
             f.close()
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        top = self.root / prefix.split("/", 1)[0] if prefix else self.root
+
+        def walk() -> list[ObjectInfo]:
+            found = []
+            for dirpath, _dirs, files in os.walk(top):
+                for name in files:
+                    path = Path(dirpath, name)
+                    key = path.relative_to(self.root).as_posix()
+                    if key.startswith(prefix) and not key.startswith(_TMP_DIR + "/"):
+                        found.append(ObjectInfo(key=key, size_bytes=path.stat().st_size))
+            return found
+
+        for info in await asyncio.to_thread(walk):
+            yield info
+
+    async def sweep_temporary(self, older_than_s: float) -> int:
+        """Deletes temporary files left by writers that died (SIGKILL, power loss); returns how many."""
+        def sweep() -> int:
+            removed = 0
+            cutoff = time.time() - older_than_s
+            for path in self._tmp.glob("*") if self._tmp.exists() else []:
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+            return removed
+
+        return await asyncio.to_thread(sweep)
 
     def url(self, key: str, *, ttl_s: int) -> str:
         check_key(key)

@@ -1,0 +1,88 @@
+"""Garbage collection: objects that no row points at, and rows that point at no object."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from mediacache.errors import StorageError
+from mediacache.reconcile import find_missing_objects
+from mediacache.records import _MappingRecord
+from mediacache.service import MediaCache
+from mediacache.storage.local import LocalStore
+
+log = logging.getLogger("mediacache.gc")
+
+_BATCH = 500
+STALE_TEMPORARY_S = 3600.0
+
+
+@dataclass(frozen=True)
+class GcReport(_MappingRecord):
+    orphan_objects: list[str] = field(default_factory=list)
+    orphan_bytes: int = 0
+    deleted_objects: int = 0
+    dangling_rows: list[tuple[str, str]] = field(default_factory=list)
+    stale_temporary_files: int = 0
+
+
+def _asset_of(key: str) -> uuid.UUID | None:
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == "media":
+        try:
+            return uuid.UUID(parts[1])
+        except ValueError:
+            return None
+    return None
+
+
+async def collect(cache: MediaCache, *, dry_run: bool = True) -> GcReport:
+    """Finds (and unless `dry_run`, deletes) orphan objects; reports rows whose object is missing.
+
+    Objects live under `media/<asset id>/<attempt token><ext>`, so the database answers for each
+    object which row, if any, owns it: the asset's cache_key, or the key an attempt that still holds
+    a live lease is writing. Only the `media/` prefix is listed; rows are checked by HEAD requests.
+    Legacy keys outside `media/` are never touched.
+    """
+    orphans: list[tuple[str, int]] = []
+    batch: list[tuple[uuid.UUID, str, int]] = []
+
+    async def judge() -> None:
+        owners = await cache.repo.key_owners([asset_id for asset_id, _, _ in batch])
+        for asset_id, key, size in batch:
+            owner = owners.get(asset_id)
+            if owner is None:
+                orphans.append((key, size))
+                continue
+            cache_key, live_token = owner
+            in_flight = live_token is not None and key.split("/")[2].startswith(live_token)
+            if key != cache_key and not in_flight:
+                orphans.append((key, size))
+        batch.clear()
+
+    async for info in cache.store.list_keys("media/"):
+        asset_id = _asset_of(info.key)
+        if asset_id is None:
+            continue
+        batch.append((asset_id, info.key, info.size_bytes))
+        if len(batch) >= _BATCH:
+            await judge()
+    if batch:
+        await judge()
+
+    deleted = 0
+    if not dry_run:
+        for key, _size in orphans:
+            try:
+                await cache.store.delete(key)
+                deleted += 1
+            except StorageError as exc:
+                log.warning("could not delete orphan %s: %s", key, exc)
+    stale = 0
+    if isinstance(cache.store, LocalStore) and not dry_run:
+        stale = await cache.store.sweep_temporary(STALE_TEMPORARY_S)
+    dangling = await find_missing_objects(cache)
+    return GcReport(orphan_objects=[k for k, _ in orphans], orphan_bytes=sum(s for _, s in orphans),
+                    deleted_objects=deleted, dangling_rows=[(str(i), k) for i, k in dangling],
+                    stale_temporary_files=stale)
