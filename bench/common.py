@@ -85,6 +85,7 @@ def cpu_seconds(pid: int) -> float:
 
 def start_workers(env: dict[str, str], count: int, concurrency: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
     procs = []
+    log_dir.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         log = (log_dir / f"worker-{i}.log").open("wb")
         procs.append(subprocess.Popen([sys.executable, "-m", "mediacache", "worker", "--concurrency", str(concurrency)],

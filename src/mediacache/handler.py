@@ -121,7 +121,20 @@ class CacheJobHandler:
             with contextlib.suppress(StorageError):
                 await self.store.delete(key)
             return Outcome("skipped", "another attempt took the asset over")
+        if claim.attempts > 1:
+            await self._drop_earlier_copies(claim, key)
         return Outcome("cached", cache_key=key, size_bytes=size_bytes)
+
+    async def _drop_earlier_copies(self, claim: Claim, key: str) -> None:
+        """Removes what earlier attempts of this asset stored (one killed after its upload but before
+        its database write leaves a full copy), so a CACHED asset has exactly one object. Only retried
+        assets pay for this listing."""
+        try:
+            async for info in self.store.list_keys(f"media/{claim.asset_id}/"):
+                if info.key != key:
+                    await self.store.delete(info.key)
+        except StorageError as exc:
+            log.warning("could not remove earlier copies of asset %s: %s", claim.asset_id, exc)
 
     async def _failed(self, claim: Claim, exc: FetchError, final_attempt: bool) -> Exception:
         """Records a failed attempt; returns the error for the queue (FinalFailure ends the job)."""
