@@ -112,3 +112,28 @@ async def test_in_process_worker_closes_promptly_again_and_again(
         t0 = time.monotonic()
         await asyncio.wait_for(worker.stop(grace_s=10), 15)
         assert time.monotonic() - t0 < 8
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_reload_restarts_the_worker_when_the_code_changes(
+        make_settings: SettingsFactory, tmp_path: Path) -> None:
+    import mediacache
+
+    settings = make_settings()
+    log = tmp_path / "reload.log"
+    proc = _spawn(settings, log, "--reload")
+    try:
+        await _wait_for_log(log, "worker ready", proc)
+        # A change to the package's code (its modification time is enough for the watcher).
+        watched = Path(mediacache.__file__).parent / "records.py"
+        os.utime(watched)
+
+        async def restarted() -> bool:
+            return log.read_text().count("worker ready") >= 2
+        await wait_until(restarted, timeout_s=30, what="the worker to restart after a code change")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.to_thread(proc.wait, 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
