@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import BigInteger, Table, and_, delete, extract, func, insert, literal_column, or_, select, update
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -74,12 +74,15 @@ class AssetRepository:
     def __init__(self, engine: AsyncEngine, display_url: str = "the database") -> None:
         self.engine = engine
         self.display_url = display_url
+        # A single statement is atomic on its own: without BEGIN and COMMIT it costs one round
+        # trip instead of three, which is most of the database time of a small download.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction; driver errors become DatabaseError naming the database."""
+    async def _tx(self, *, single_statement: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A transaction (or, for one statement, autocommit); driver errors become DatabaseError."""
         try:
-            async with self.engine.begin() as conn:
+            async with (self._autocommit if single_statement else self.engine).begin() as conn:
                 yield conn
         except (OperationalError, SAInterfaceError, OSError, ConnectionError) as exc:
             raise DatabaseError(f"the database {self.display_url} did not answer: {_short(exc)}") from exc
@@ -96,14 +99,14 @@ class AssetRepository:
         now = utcnow()
         rows = [{"id": i, "original_url": u, "status": CacheStatus.PENDING.value, "attempts": 0,
                  "created_at": now, "updated_at": now} for i, u in items]
-        async with self._tx() as conn:
+        async with self._tx(single_statement=len(rows) == 1) as conn:
             await conn.execute(insert(_t), rows)
 
     async def delete_ids(self, ids: Iterable[uuid.UUID]) -> int:
         ids = list(ids)
         if not ids:
             return 0
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             result = await conn.execute(delete(_t).where(_t.c.id.in_(ids)))
             return int(result.rowcount or 0)
 
@@ -125,7 +128,7 @@ class AssetRepository:
                     lease_until=now + timedelta(seconds=lease_s), updated_at=now)
             .returning(_t.c.original_url, _t.c.attempts)
         )
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             row = (await conn.execute(stmt)).first()
         return None if row is None else Claim(asset_id, token, row.original_url, row.attempts)
 
@@ -134,7 +137,7 @@ class AssetRepository:
         stmt = (update(_t).where(_t.c.id == asset_id, _t.c.lease_token == token,
                                  _t.c.status == CacheStatus.DOWNLOADING.value)
                 .values(lease_until=now + timedelta(seconds=lease_s)))
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             return bool((await conn.execute(stmt)).rowcount)
 
     async def mark_cached(self, claim: Claim, *, cache_key: str, content_type: str | None,
@@ -146,7 +149,7 @@ class AssetRepository:
                 .values(status=CacheStatus.CACHED.value, cache_key=cache_key, content_type=content_type,
                         size_bytes=size_bytes, sha256=sha256, error=None, error_kind=None,
                         lease_token=None, lease_until=None, cached_at=now, updated_at=now))
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             return bool((await conn.execute(stmt)).rowcount)
 
     async def record_failure(self, claim: Claim, *, error: str, error_kind: str, final: bool) -> bool:
@@ -159,7 +162,7 @@ class AssetRepository:
             values["status"] = CacheStatus.FAILED.value
         stmt = (update(_t).where(_t.c.id == claim.asset_id, _t.c.lease_token == claim.token,
                                  _t.c.status == CacheStatus.DOWNLOADING.value).values(**values))
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             return bool((await conn.execute(stmt)).rowcount)
 
     async def fail_unclaimed(self, asset_id: uuid.UUID, *, error: str, error_kind: str) -> bool:
@@ -168,19 +171,19 @@ class AssetRepository:
         stmt = (update(_t).where(_t.c.id == asset_id, _t.c.status == CacheStatus.PENDING.value)
                 .values(status=CacheStatus.FAILED.value, error=error[:4000], error_kind=error_kind,
                         updated_at=now))
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             return bool((await conn.execute(stmt)).rowcount)
 
     async def status_of(self, asset_id: uuid.UUID) -> tuple[CacheStatus, datetime | None] | None:
         """The status and the lease end of an asset, or None when it does not exist."""
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             row = (await conn.execute(select(_t.c.status, _t.c.lease_until).where(_t.c.id == asset_id))).first()
         return None if row is None else (CacheStatus(row.status), row.lease_until)
 
     # ---- reads ---------------------------------------------------------------------------
 
     async def get(self, asset_id: uuid.UUID) -> AssetRecord | None:
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             row = (await conn.execute(select(*_RECORD_COLUMNS).where(_t.c.id == asset_id))).first()
         return None if row is None else _record(row)
 
@@ -189,7 +192,7 @@ class AssetRepository:
         if not ids:
             return {}
         stmt = select(_t.c.id, _t.c.status, _t.c.cache_key, _t.c.original_url).where(_t.c.id.in_(set(ids)))
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             rows = (await conn.execute(stmt)).all()
         return {r.id: Resolvable(r.id, CacheStatus(r.status), r.cache_key, r.original_url) for r in rows}
 
@@ -198,7 +201,7 @@ class AssetRepository:
         stmt = select(_t.c.status, _t.c.error_kind, func.count()).group_by(_t.c.status, _t.c.error_kind)
         by_status = {s: 0 for s in CacheStatus}
         failed_by_kind: dict[str, int] = {}
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             for status, kind, n in (await conn.execute(stmt)).all():
                 by_status[CacheStatus(status)] += n
                 if status == CacheStatus.FAILED.value:
@@ -215,13 +218,13 @@ class AssetRepository:
                 .where(_t.c.status.in_([CacheStatus.PENDING.value, CacheStatus.DOWNLOADING.value]),
                        _t.c.updated_at < cutoff, or_(_t.c.lease_until.is_(None), _t.c.lease_until < now))
                 .order_by(_t.c.updated_at).limit(limit))
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             return [(r.id, r.original_url) for r in (await conn.execute(stmt)).all()]
 
     async def touch(self, ids: Sequence[uuid.UUID]) -> None:
         """Marks assets as just handled, so the next reconciliation gives their new jobs time."""
         if ids:
-            async with self._tx() as conn:
+            async with self._tx(single_statement=True) as conn:
                 await conn.execute(update(_t).where(_t.c.id.in_(list(ids))).values(updated_at=utcnow()))
 
     async def cached_page(self, after: uuid.UUID | None, limit: int) -> list[tuple[uuid.UUID, str]]:
@@ -230,7 +233,7 @@ class AssetRepository:
                 .order_by(_t.c.id).limit(limit))
         if after is not None:
             stmt = stmt.where(_t.c.id > after)
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             return [(r.id, r.cache_key) for r in (await conn.execute(stmt)).all()]
 
     async def uncache(self, ids: Sequence[uuid.UUID], *, error: str) -> list[tuple[uuid.UUID, str]]:
@@ -241,7 +244,7 @@ class AssetRepository:
                 .values(status=CacheStatus.PENDING.value, cache_key=None, error=error, error_kind=None,
                         updated_at=utcnow())
                 .returning(_t.c.id, _t.c.original_url))
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             return [(r.id, r.original_url) for r in (await conn.execute(stmt)).all()]
 
     async def key_owners(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str | None, str | None]]:
@@ -250,7 +253,7 @@ class AssetRepository:
             return {}
         now = utcnow()
         stmt = select(_t.c.id, _t.c.cache_key, _t.c.lease_token, _t.c.lease_until).where(_t.c.id.in_(set(ids)))
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             rows = (await conn.execute(stmt)).all()
         return {r.id: (r.cache_key, r.lease_token if r.lease_until and r.lease_until > now else None)
                 for r in rows}
@@ -275,7 +278,7 @@ class AssetRepository:
             return 0
         stmt = (update(_t).where(_t.c.id.in_(list(ids)), _t.c.status == CacheStatus.PENDING.value)
                 .values(status=CacheStatus.FAILED.value, error=error, updated_at=utcnow()))
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             return int((await conn.execute(stmt)).rowcount or 0)
 
     async def older_than(self, cutoff: datetime, limit: int,
@@ -287,7 +290,7 @@ class AssetRepository:
                 .order_by(_t.c.created_at).limit(limit))
         if exclude:
             stmt = stmt.where(_t.c.id.not_in(list(exclude)))
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             return [(r.id, r.cache_key) for r in (await conn.execute(stmt)).all()]
 
     async def delete_settled(self, ids: Sequence[uuid.UUID]) -> int:
@@ -296,8 +299,34 @@ class AssetRepository:
             return 0
         stmt = delete(_t).where(and_(_t.c.id.in_(list(ids)),
                                      _t.c.status.in_([CacheStatus.CACHED.value, CacheStatus.FAILED.value])))
-        async with self._tx() as conn:
+        async with self._tx(single_statement=True) as conn:
             return int((await conn.execute(stmt)).rowcount or 0)
+
+    # ---- the HTTP service's dashboard and metrics ----------------------------------------
+
+    async def recent_failures(self, limit: int) -> list[AssetRecord]:
+        """FAILED assets, the most recently failed first."""
+        stmt = (select(*_RECORD_COLUMNS).where(_t.c.status == CacheStatus.FAILED.value)
+                .order_by(_t.c.updated_at.desc()).limit(limit))
+        async with self._tx() as conn:
+            return [_record(r) for r in (await conn.execute(stmt)).all()]
+
+    async def cached_per_bucket(self, since: datetime, bucket_s: int) -> dict[int, int]:
+        """Assets cached since `since`, counted per `bucket_s`-second bucket: {bucket start (unix s): n}."""
+        # extract('epoch') compiles to strftime('%s') on SQLite and EXTRACT(EPOCH ...) on PostgreSQL;
+        # the integer cast and floor division then give the same buckets on both. The divisor is a
+        # literal so that PostgreSQL sees the SELECT and GROUP BY expressions as the same one.
+        bucket = extract("epoch", _t.c.cached_at).cast(BigInteger) // literal_column(str(int(bucket_s)), BigInteger)
+        stmt = (select(bucket.label("bucket"), func.count()).where(_t.c.cached_at >= since)
+                .group_by(bucket))
+        async with self._tx() as conn:
+            return {int(b) * bucket_s: int(n) for b, n in (await conn.execute(stmt)).all()}
+
+    async def stored_bytes(self) -> int:
+        """The total size of the objects of CACHED assets."""
+        stmt = select(func.coalesce(func.sum(_t.c.size_bytes), 0)).where(_t.c.status == CacheStatus.CACHED.value)
+        async with self._tx() as conn:
+            return int((await conn.execute(stmt)).scalar() or 0)
 
 
 def _short(exc: BaseException) -> str:

@@ -47,19 +47,21 @@ class LocalStore:
     async def put_stream(self, key: str, chunks: AsyncIterable[bytes], *, content_type: str | None = None) -> int:
         final = self.path_of(key)
         tmp = self._tmp / f"{uuid.uuid4().hex}.part"
-        await asyncio.to_thread(self._tmp.mkdir, parents=True, exist_ok=True)
-        f = await asyncio.to_thread(open, tmp, "wb")
+        f: BinaryIO | None = None
         written = 0
+        batch: list[bytes] = []
+        batch_bytes = 0
         try:
-            batch: list[bytes] = []
-            batch_bytes = 0
             async for chunk in chunks:
                 batch.append(chunk)
                 batch_bytes += len(chunk)
                 if batch_bytes >= _WRITE_BATCH_BYTES:
+                    if f is None:
+                        f = await asyncio.to_thread(self._open_tmp, tmp)
                     await asyncio.to_thread(f.writelines, batch)
                     written += batch_bytes
                     batch, batch_bytes = [], 0
+            # A body smaller than one batch costs a single thread hop: open, write, sync, rename.
             await asyncio.to_thread(self._finish, f, batch, tmp, final)
             written += batch_bytes
         except BaseException:
@@ -68,20 +70,26 @@ class LocalStore:
             raise
         return written
 
-    @staticmethod
-    def _finish(f: BinaryIO, batch: list[bytes], tmp: Path, final: Path) -> None:
-        f.writelines(batch)
-        f.flush()
-        # fsync before the rename, so that after a power loss the key holds all or nothing.
-        os.fsync(f.fileno())
-        f.close()
+    def _open_tmp(self, tmp: Path) -> BinaryIO:
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        return open(tmp, "wb")  # closed by _finish or _discard
+
+    def _finish(self, f: BinaryIO | None, batch: list[bytes], tmp: Path, final: Path) -> None:
+        if f is None:
+            f = self._open_tmp(tmp)
+        with f:
+            f.writelines(batch)
+            f.flush()
+            # fsync before the rename, so that after a power loss the key holds all or nothing.
+            os.fsync(f.fileno())
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
 
     @staticmethod
-    def _discard(f: BinaryIO, tmp: Path) -> None:
-        with contextlib.suppress(OSError):
-            f.close()
+    def _discard(f: BinaryIO | None, tmp: Path) -> None:
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 

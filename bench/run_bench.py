@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""One timed end-to-end run of mediacache, printing the anchor harness's JSON line.
+
+    .venv/bin/python bench/run_bench.py N SIZE CONCURRENCY WORKERS
+
+The same steps as the Node anchor's bench_node.sh: services up (bench/services.sh), an empty
+`cache_assets` table and bucket, an empty Redis DB 5, WORKERS `mediacache worker` processes
+ready, then the clock: `cache_images(urls)` for N distinct origin URLs, and a poll of the table
+every 50 ms until every row is CACHED or FAILED. After the JSON line, VERIFY_SAMPLE (default 10)
+stored objects are checked against the origin by sha256 (stderr; exit 1 on a mismatch).
+
+Environment: DATABASE_URL (default the bench PostgreSQL on 127.0.0.1:55432), S3_ENDPOINT_URL and
+the R2_* keys (default the bench SeaweedFS; MEDIACACHE_STORAGE=local to use a local directory),
+BENCH_TIMEOUT_S (900), VERIFY_SAMPLE (10), WORKER_PYTHON_ARGS (e.g. "-X importtime").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import HERE, cpu_seconds, peak_rss_mib, start_workers, stop_workers
+
+from origin import expected_sha256
+
+BIG = 1024 * 1024
+BENCH_DB = "postgresql://postgres@127.0.0.1:55432/mediacache_bench"
+
+
+def bench_settings_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIACACHE_")}
+    env.update({
+        "REDIS_HOST": "127.0.0.1", "REDIS_PORT": "6379", "REDIS_DB": "5",
+        "DATABASE_URL": os.environ.get("DATABASE_URL", BENCH_DB),
+        "MEDIACACHE_DATA_DIR": str(data_dir), "MEDIACACHE_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "MEDIACACHE_SIGNING_SECRET": "bench", "MEDIACACHE_STORAGE": os.environ.get("MEDIACACHE_STORAGE", "s3"),
+        "MEDIACACHE_RECONCILE_INTERVAL_S": "0",
+    })
+    if env["MEDIACACHE_STORAGE"] == "s3":
+        env.setdefault("S3_ENDPOINT_URL", "http://127.0.0.1:8333")
+        env.setdefault("R2_ACCESS_KEY_ID", "anchoraccess")
+        env.setdefault("R2_SECRET_ACCESS_KEY", "anchorsecret")
+        env.setdefault("R2_BUCKET_NAME", "mediacache-bench")
+        env.setdefault("S3_REGION", "us-east-1")
+    return env
+
+
+async def reset(env: dict[str, str]) -> None:
+    """Empty table (database created and migrated when missing), empty bucket, empty Redis DB 5."""
+    import asyncpg
+    import redis.asyncio as aioredis
+
+    url = env["DATABASE_URL"]
+    if url.startswith("postgres"):
+        name = url.rsplit("/", 1)[1]
+        admin = await asyncpg.connect(url.rsplit("/", 1)[0] + "/postgres")
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "mediacache", "db", "upgrade"], env=env,
+                            check=True, capture_output=True)
+    if url.startswith("postgres"):
+        conn = await asyncpg.connect(url)
+        await conn.execute("TRUNCATE cache_assets")
+        await conn.close()
+    client = aioredis.Redis(host="127.0.0.1", port=6379, db=5)
+    await client.flushdb()
+    await client.aclose()
+    if env["MEDIACACHE_STORAGE"] == "s3":
+        from s3admin import S3Admin
+
+        s3 = S3Admin(env["S3_ENDPOINT_URL"], env["R2_ACCESS_KEY_ID"], env["R2_SECRET_ACCESS_KEY"],
+                     env.get("S3_REGION", "us-east-1"))
+        await s3.recreate_bucket(env["R2_BUCKET_NAME"])
+
+
+async def timed(env: dict[str, str], urls: list[str], pids: list[int], timeout_s: float) -> dict[str, float]:
+    os.environ.update(env)
+    from mediacache import MediaCache
+
+    async with MediaCache.from_env() as cache:
+        await cache.queue.ping()  # connect before the clock starts
+        await cache.cache_stats()
+        cpu0 = sum(cpu_seconds(p) for p in pids)
+        t0 = time.perf_counter()
+        await cache.cache_images(urls)
+        enqueue_s = time.perf_counter() - t0
+        while True:
+            stats = await cache.cache_stats()
+            if stats.cached + stats.failed >= len(urls) or time.perf_counter() - t0 > timeout_s:
+                break
+            await asyncio.sleep(0.05)
+        total_s = time.perf_counter() - t0
+        cpu_s = sum(cpu_seconds(p) for p in pids) - cpu0
+    return {"enqueue_s": enqueue_s, "total_s": total_s, "cached": stats.cached, "cpu_s": cpu_s}
+
+
+async def verify(env: dict[str, str], sample: int) -> tuple[int, int]:
+    import httpx
+
+    from mediacache import MediaCache
+    from mediacache.domain import CacheStatus
+
+    ok = checked = 0
+    async with MediaCache.from_env() as cache:
+        rows = await cache.repo.cached_page(None, 100_000)
+        for asset_id, key in random.sample(rows, min(sample, len(rows))):
+            rec = await cache.get_asset(asset_id)
+            assert rec is not None and rec.status is CacheStatus.CACHED
+            digest = hashlib.sha256()
+            async for chunk in cache.store.open_stream(key):
+                digest.update(chunk)
+            path = httpx.URL(rec.original_url).path
+            kind, n = path.split("/")[1], int(path.split("/")[2].split(".")[0])
+            size = int(httpx.URL(rec.original_url).params["size"])
+            checked += 1
+            ok += digest.hexdigest() == rec.sha256 == expected_sha256(kind, n, size) and rec.size_bytes == size
+    return ok, checked
+
+
+def main() -> None:
+    if len(sys.argv) != 5:
+        raise SystemExit(__doc__)
+    n, size, concurrency, workers = map(int, sys.argv[1:5])
+    weed = os.environ.get("WEED_BIN", str(Path(sys.executable).parent / "weed"))
+    subprocess.run(["bash", str(HERE / "services.sh"), "start"], check=True, env={**os.environ, "WEED_BIN": weed})
+    origin = f"http://127.0.0.1:{os.environ.get('ORIGIN_PORT', '8790')}"
+    urls = [f"{origin}/big/{i}.mp4?size={size}" if size >= BIG else f"{origin}/media/{i}.jpg?size={size}"
+            for i in range(n)]
+    with tempfile.TemporaryDirectory(prefix="mc-bench-") as tmp:
+        env = bench_settings_env(Path(tmp))
+        asyncio.run(reset(env))
+        procs = start_workers(env, workers, concurrency, Path(tmp) / "logs")
+        try:
+            pids = [p.pid for p in procs]
+            r = asyncio.run(timed(env, urls, pids, float(os.environ.get("BENCH_TIMEOUT_S", 900))))
+            peak = max(peak_rss_mib(p) for p in pids)
+        finally:
+            stop_workers(procs)
+        print(json.dumps({
+            "impl": "mediacache", "n": n, "size": size, "concurrency": concurrency, "workers": workers,
+            "enqueue_s": round(r["enqueue_s"], 3), "total_s": round(r["total_s"], 3),
+            "assets_per_s": round(r["cached"] / r["total_s"], 2), "failed": n - int(r["cached"]),
+            "peak_rss_mb_per_worker": round(peak, 1), "worker_cpu_s": round(r["cpu_s"], 2),
+        }), flush=True)
+        sample = int(os.environ.get("VERIFY_SAMPLE", 10))
+        if sample > 0:
+            ok, checked = asyncio.run(verify(env, sample))
+            print(f"verify: {ok}/{checked} sampled objects match the origin (sha256, size)", file=sys.stderr)
+            if ok != checked or checked == 0:
+                raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
