@@ -9,7 +9,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import BigInteger, Table, and_, delete, extract, func, insert, literal_column, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Table,
+    Uuid,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    extract,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -61,6 +77,7 @@ class Resolvable:
     original_url: str
 
 
+_STATUS_BY_VALUE = {s.value: s for s in CacheStatus}
 _RECORD_COLUMNS = [_t.c[name] for name in AssetRecord.__dataclass_fields__]
 
 
@@ -191,10 +208,19 @@ class AssetRepository:
         """What URL resolution needs for many ids, in one query."""
         if not ids:
             return {}
-        stmt = select(_t.c.id, _t.c.status, _t.c.cache_key, _t.c.original_url).where(_t.c.id.in_(set(ids)))
+        columns = (_t.c.id, _t.c.status, _t.c.cache_key, _t.c.original_url)
+        if self.engine.dialect.name == "postgresql":
+            # One array parameter keeps the statement text (and its prepared statement) the same
+            # for any number of ids; an IN list would be compiled and prepared anew each time.
+            stmt = select(*columns).where(_t.c.id == any_(bindparam("ids", type_=ARRAY(Uuid))))
+            params: dict[str, Any] = {"ids": list(set(ids))}
+        else:
+            stmt = select(*columns).where(_t.c.id.in_(set(ids)))
+            params = {}
         async with self._tx(single_statement=True) as conn:
-            rows = (await conn.execute(stmt)).all()
-        return {r.id: Resolvable(r.id, CacheStatus(r.status), r.cache_key, r.original_url) for r in rows}
+            rows = (await conn.execute(stmt, params)).all()
+        status_of = _STATUS_BY_VALUE
+        return {r.id: Resolvable(r.id, status_of[r.status], r.cache_key, r.original_url) for r in rows}
 
     async def counts(self) -> tuple[dict[CacheStatus, int], dict[str, int]]:
         """Assets per status, and FAILED assets per error kind, in one query."""
