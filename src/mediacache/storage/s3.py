@@ -1,0 +1,499 @@
+"""S3-compatible object store (Cloudflare R2, AWS S3, MinIO, SeaweedFS) on obstore."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, urlsplit
+
+import obstore
+from obstore.exceptions import BaseError as ObstoreError
+from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
+from obstore.store import S3Store as ObstoreS3Store
+
+from mediacache.errors import ConfigError, StorageError, StorageUnavailableError
+from mediacache.settings import MAX_PRESIGN_TTL_S, Settings
+from mediacache.storage.base import ObjectInfo
+from mediacache.storage.keys import check_key
+
+if TYPE_CHECKING:
+    from obstore import Attributes, GetOptions
+    from obstore.store import ClientConfig, RetryConfig, S3Credential
+
+# S3 wants parts of at least 5 MiB (all but the last) and at most 10,000 of them: 8 MiB parts allow
+# objects up to 78 GiB, and memory stays near part size x (concurrent parts + 1) whatever the size.
+PART_SIZE_BYTES = 8 * 1024 * 1024
+MAX_CONCURRENT_PARTS = 4
+# Each chunk handed to obstore costs a trip through the GIL from Rust; download chunks (about 64 KiB)
+# are joined into batches of this size first.
+_FEED_BATCH_BYTES = 1024 * 1024
+_READ_CHUNK_BYTES = 256 * 1024
+_LIST_PAGE = 1000
+# A cancelled upload waits this long for obstore to abort its multipart upload before giving up.
+_UNDO_TIMEOUT_S = 30.0
+_PROBE_PREFIX = "mediacache-probe"
+
+Problem = Literal["credentials", "bucket", "unreachable", "other"]
+
+
+class _UploadAborted(Exception):
+    """Raised inside obstore's pull of the next chunk, so that it aborts the multipart upload."""
+
+
+class S3Store:
+    """Objects in one S3 bucket; links are presigned GET URLs, or `<public_url>/<key>` for a public bucket."""
+
+    name = "s3"
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        access_key_id: str,
+        secret_access_key: str,
+        endpoint: str | None = None,
+        region: str = "us-east-1",
+        public_url: str | None = None,
+        part_size_bytes: int = PART_SIZE_BYTES,
+        max_concurrent_parts: int = MAX_CONCURRENT_PARTS,
+        connect_timeout_s: float = 5.0,
+        request_timeout_s: float = 900.0,
+        max_retries: int = 3,
+        retry_timeout_s: float = 60.0,
+    ) -> None:
+        """`endpoint` None means AWS S3 itself (virtual-hosted requests); any other endpoint gets
+        path-style requests, which every S3-compatible server understands."""
+        if part_size_bytes < 5 * 1024 * 1024:
+            raise ConfigError(f"part_size_bytes={part_size_bytes} is below S3's 5 MiB minimum part size")
+        self.bucket = bucket
+        self.region = region
+        self._virtual_hosted_style = endpoint is None
+        # Spelled out even for AWS, so that an AWS_ENDPOINT in the environment cannot redirect us.
+        self.endpoint = (endpoint or f"https://{bucket}.s3.{region}.amazonaws.com").rstrip("/")
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.part_size_bytes = part_size_bytes
+        self.max_concurrent_parts = max_concurrent_parts
+        self._credentials = _StaticCredentials(access_key_id, secret_access_key)
+        self._store = self._build(connect_timeout_s=connect_timeout_s, request_timeout_s=request_timeout_s,
+                                  max_retries=max_retries, retry_timeout_s=retry_timeout_s)
+        # The start-up check must fail within seconds when the endpoint is down, not after the
+        # minutes of retries that suit uploads.
+        self._probe_store = self._build(connect_timeout_s=3.0, request_timeout_s=10.0, max_retries=1,
+                                        retry_timeout_s=8.0)
+
+    def _build(self, *, connect_timeout_s: float, request_timeout_s: float, max_retries: int,
+               retry_timeout_s: float) -> ObstoreS3Store:
+        client_options: ClientConfig = {
+            "connect_timeout": timedelta(seconds=connect_timeout_s),
+            "timeout": timedelta(seconds=request_timeout_s),
+        }
+        if self.endpoint.startswith("http://"):
+            client_options["allow_http"] = True
+        retry_config: RetryConfig = {
+            "max_retries": max_retries,
+            "retry_timeout": timedelta(seconds=retry_timeout_s),
+            "backoff": {"init_backoff": timedelta(milliseconds=200), "max_backoff": timedelta(seconds=5),
+                        "base": 2},
+        }
+        try:
+            # obstore also reads AWS_* variables. Credentials come from a provider, not from keys,
+            # because with keys an AWS_SESSION_TOKEN of the host (set on every AWS Lambda, say) is
+            # sent along, breaking R2's signatures and landing in every presigned URL handed out.
+            return ObstoreS3Store(
+                self.bucket, endpoint=self.endpoint, region=self.region, credential_provider=self._credentials,
+                virtual_hosted_style_request=self._virtual_hosted_style, skip_signature=False, s3_express=False,
+                client_options=client_options, retry_config=retry_config)
+        except (ObstoreError, ValueError) as exc:
+            raise ConfigError(f"cannot set up S3 storage for bucket {self.bucket!r} at {self.endpoint}: "
+                              f"{_summary(exc)}") from exc
+
+    def __repr__(self) -> str:
+        # Never the credentials.
+        return f"S3Store(bucket={self.bucket!r}, endpoint={self.endpoint!r}, region={self.region!r})"
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes], *, content_type: str | None = None) -> int:
+        check_key(key)
+        attributes: Attributes | None = {"Content-Type": content_type} if content_type else None
+        source = aiter(chunks)
+        first: list[bytes] = []
+        first_bytes = 0
+        exhausted = False
+        while first_bytes < self.part_size_bytes:
+            try:
+                chunk = await anext(source)
+            except StopAsyncIteration:
+                exhausted = True
+                break
+            first.append(chunk)
+            first_bytes += len(chunk)
+
+        if exhausted:
+            # Smaller than one part: one PUT, which is atomic on every S3 store and costs a
+            # single round trip (multipart would cost three).
+            body = b"".join(first)
+            upload = asyncio.ensure_future(obstore.put_async(
+                self._store, key, body, attributes=attributes, use_multipart=False))
+            await self._settle(key, upload, None)
+            return len(body)
+
+        feed = _Feed(b"".join(first), source)
+        del first
+        upload = asyncio.ensure_future(obstore.put_async(
+            self._store, key, feed, attributes=attributes, use_multipart=True,
+            chunk_size=self.part_size_bytes, max_concurrency=self.max_concurrent_parts))
+        await self._settle(key, upload, feed)
+        return feed.bytes_read
+
+    async def _settle(self, key: str, upload: asyncio.Future[Any], feed: _Feed | None) -> None:
+        """Waits for `upload`; on failure or cancellation leaves no object and no multipart upload.
+
+        obstore aborts the multipart upload when the chunk iterator raises, but when its future
+        is cancelled it drops the upload on the floor, and the parts stay in the bucket (hidden,
+        and billed). So the upload is shielded from our cancellation, and instead the chunk
+        iterator is made to raise, which takes obstore down its abort path.
+        """
+        try:
+            await asyncio.shield(upload)
+        except asyncio.CancelledError:
+            if feed is not None:
+                feed.abort()
+            await asyncio.wait({upload}, timeout=_UNDO_TIMEOUT_S)
+            if upload.done() and not upload.cancelled() and upload.exception() is None:
+                # It completed just as we were cancelled: take the object back.
+                with contextlib.suppress(ObstoreError, OSError):
+                    await asyncio.wait_for(obstore.delete_async(self._store, key), _UNDO_TIMEOUT_S)
+            raise
+        except Exception as exc:
+            if feed is not None and feed.source_error is not None:
+                # The caller's own error (a failed download, say) goes back to the caller as it was.
+                if exc is feed.source_error:
+                    raise
+                raise feed.source_error from exc
+            raise self._error("upload", key, exc) from exc
+
+    async def delete(self, key: str) -> bool:
+        check_key(key)
+        # S3's DeleteObject answers 204 whether or not the key existed, so ask first.
+        try:
+            await obstore.head_async(self._store, key)
+        except FileNotFoundError:
+            return False
+        except (ObstoreError, OSError) as exc:
+            raise self._error("delete", key, exc) from exc
+        try:
+            await obstore.delete_async(self._store, key)
+        except FileNotFoundError:
+            return False
+        except (ObstoreError, OSError) as exc:
+            raise self._error("delete", key, exc) from exc
+        return True
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        check_key(key)
+        try:
+            # A GET with `head` is a HEAD request that, unlike obstore.head, also returns attributes.
+            result = await obstore.get_async(self._store, key, options={"head": True})
+        except FileNotFoundError:
+            return None
+        except (ObstoreError, OSError) as exc:
+            raise self._error("head", key, exc) from exc
+        return ObjectInfo(key=key, size_bytes=result.meta["size"],
+                          content_type=result.attributes.get("Content-Type"))
+
+    async def open_stream(self, key: str, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        check_key(key)
+        if start < 0 or (end is not None and end <= start):
+            return
+        options: GetOptions = {}
+        if end is not None:
+            options["range"] = (start, end)
+        elif start > 0:
+            options["range"] = {"offset": start}
+        try:
+            result = await obstore.get_async(self._store, key, options=options)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no object {key!r} in bucket {self.bucket!r}") from None
+        except (ObstoreError, OSError) as exc:
+            status = _STATUS.search(str(exc))
+            if status is not None and status.group(1) == "416":
+                # The range starts at or past the end: nothing to send, as with a local file.
+                return
+            raise self._error("read", key, exc) from exc
+        try:
+            async for chunk in result.stream(min_chunk_size=_READ_CHUNK_BYTES):
+                yield chunk
+        except (ObstoreError, OSError) as exc:
+            raise self._error("read", key, exc) from exc
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        # obstore lists whole path segments; the protocol wants every key starting with `prefix`,
+        # so list the enclosing folder and filter.
+        folder = prefix.rpartition("/")[0]
+        if folder:
+            check_key(folder)
+        try:
+            async for page in obstore.list(self._store, folder or None, chunk_size=_LIST_PAGE):
+                for meta in page:
+                    if meta["path"].startswith(prefix):
+                        yield ObjectInfo(key=meta["path"], size_bytes=meta["size"])
+        except (ObstoreError, OSError) as exc:
+            raise self._error("list", prefix or "/", exc) from exc
+
+    def url(self, key: str, *, ttl_s: int) -> str:
+        check_key(key)
+        if not 1 <= ttl_s <= MAX_PRESIGN_TTL_S:
+            raise ConfigError(
+                f"ttl_s={ttl_s} is outside what presigned S3 URLs allow (1 to {MAX_PRESIGN_TTL_S} s, 7 days); "
+                f"set MEDIACACHE_URL_TTL_S to {MAX_PRESIGN_TTL_S} or less")
+        if self.public_url is not None:
+            return f"{self.public_url}/{quote(key, safe='/')}"
+        try:
+            # Computed locally from the credentials: no request to the store.
+            return obstore.sign(self._store, "GET", key, timedelta(seconds=ttl_s))
+        except (ObstoreError, ValueError) as exc:
+            raise self._error("presign", key, exc) from exc
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def check_writable(self) -> None:
+        key = f"{_PROBE_PREFIX}/{uuid.uuid4().hex}"
+        try:
+            await obstore.put_async(self._probe_store, key, b"ok", use_multipart=False)
+            await obstore.delete_async(self._probe_store, key)
+        except (ObstoreError, OSError) as exc:
+            raise StorageUnavailableError(self._unavailable_message(exc)) from exc
+
+    def _unavailable_message(self, exc: BaseException) -> str:
+        where = self.endpoint
+        problem = classify(exc)
+        code = _s3_code(exc)
+        if problem == "credentials":
+            return (f"S3 storage at {where} refused our credentials for bucket {self.bucket!r} "
+                    f"({code or 'HTTP 401/403'}): check R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY (an access key "
+                    "with object read and write permission on this bucket)")
+        if problem == "bucket":
+            return (f"bucket {self.bucket!r} does not exist at {where} ({code or 'HTTP 404'}): create it, or fix "
+                    "R2_BUCKET_NAME (and R2_ACCOUNT_ID or S3_ENDPOINT_URL if the bucket lives elsewhere)")
+        if problem == "unreachable":
+            return (f"S3 endpoint {where} cannot be reached ({_network_cause(exc)}): check S3_ENDPOINT_URL or "
+                    "R2_ACCOUNT_ID, DNS and the network, and that the server is running")
+        return f"S3 storage at {where} refused a test write to bucket {self.bucket!r}: {_summary(exc)}"
+
+    async def close(self) -> None:
+        # obstore keeps no connection that needs closing; its pool goes with the object.
+        return None
+
+    def _error(self, action: str, key: str, exc: BaseException) -> StorageError:
+        where = self.endpoint
+        return StorageError(f"S3 {action} of {key!r} in bucket {self.bucket!r} at {where} failed: {_summary(exc)}")
+
+
+class _StaticCredentials:
+    """An obstore credential provider that only ever gives the configured key, with no session token."""
+
+    def __init__(self, access_key_id: str, secret_access_key: str) -> None:
+        self._credential: S3Credential = {"access_key_id": access_key_id, "secret_access_key": secret_access_key,
+                                          "token": None, "expires_at": None}
+
+    def __call__(self) -> S3Credential:
+        return self._credential
+
+    def __repr__(self) -> str:
+        return "_StaticCredentials(***)"
+
+
+class _Feed:
+    """The async iterator obstore pulls upload data from: the first part, then batches of the source.
+
+    It remembers an error raised by the source, so that `put_stream` can hand the caller its own
+    exception back, and it can be aborted: the pull then raises, which makes obstore abort the
+    multipart upload.
+    """
+
+    def __init__(self, first: bytes, source: AsyncIterator[bytes]) -> None:
+        self._first: bytes | None = first
+        self._source = source
+        self._exhausted = False
+        self._aborted = False
+        self._puller: asyncio.Task[object] | None = None
+        self.bytes_read = len(first)
+        self.source_error: BaseException | None = None
+
+    def __aiter__(self) -> _Feed:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._aborted:
+            raise _UploadAborted("the upload was cancelled")
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        if self._exhausted:
+            raise StopAsyncIteration
+        batch: list[bytes] = []
+        batch_bytes = 0
+        self._puller = asyncio.current_task()
+        try:
+            while batch_bytes < _FEED_BATCH_BYTES:
+                try:
+                    chunk = await anext(self._source)
+                except StopAsyncIteration:
+                    self._exhausted = True
+                    break
+                batch.append(chunk)
+                batch_bytes += len(chunk)
+        except asyncio.CancelledError:
+            if self._aborted:
+                raise _UploadAborted("the upload was cancelled") from None
+            raise
+        except Exception as exc:
+            self.source_error = exc
+            raise
+        finally:
+            self._puller = None
+        if not batch:
+            raise StopAsyncIteration
+        self.bytes_read += batch_bytes
+        return batch[0] if len(batch) == 1 else b"".join(batch)
+
+    def abort(self) -> None:
+        self._aborted = True
+        if self._puller is not None:
+            # The source may be waiting on a slow download: interrupt it rather than wait.
+            self._puller.cancel()
+
+
+# ---- errors ---------------------------------------------------------------------------------------
+
+_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
+_MESSAGE = re.compile(r"<Message>([^<]{1,300})</Message>")
+_STATUS = re.compile(r"status code: (\d{3})")
+_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
+                     "ExpiredToken", "AuthorizationHeaderMalformed"}
+
+
+def _s3_code(exc: BaseException) -> str | None:
+    match = _CODE.search(str(exc))
+    return match.group(1) if match else None
+
+
+def classify(exc: BaseException) -> Problem:
+    """What an obstore error says about the store: bad credentials, no bucket, no connection, or other."""
+    text = str(exc)
+    code = _s3_code(exc)
+    if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or code in _CREDENTIAL_CODES:
+        return "credentials"
+    if code == "NoSuchBucket" or isinstance(exc, FileNotFoundError):
+        # A PUT answered 404 can only mean that the bucket is missing.
+        return "bucket"
+    if "error sending request" in text or "tcp connect error" in text or "dns error" in text or "timed out" in text:
+        return "unreachable"
+    return "other"
+
+
+def _network_cause(exc: BaseException) -> str:
+    text = str(exc)
+    for needle, cause in (("dns error", "the host name does not resolve"),
+                          ("Connection refused", "connection refused"),
+                          ("timed out", "timed out"), ("TimedOut", "timed out"),
+                          ("Network is unreachable", "network unreachable"),
+                          ("certificate", "TLS certificate problem")):
+        if needle in text:
+            return cause
+    return "no connection"
+
+
+def _summary(exc: BaseException) -> str:
+    """The gist of an obstore error: HTTP status, S3 error code and message; never its debug dump."""
+    head = str(exc).split("\n\nDebug source:", 1)[0]
+    code = _s3_code(exc)
+    if code is not None:
+        status = _STATUS.search(head)
+        message = _MESSAGE.search(head)
+        return (f"HTTP {status.group(1)} " if status else "") + code + (f": {message.group(1)}" if message else "")
+    if classify(exc) == "unreachable":
+        return f"{_network_cause(exc)} ({head.rsplit(' - ', 1)[-1].strip()[:200]})"
+    first_line = head.split("\n", 1)[0].strip()
+    return first_line if len(first_line) <= 400 else first_line[:400] + "..."
+
+
+# ---- configuration --------------------------------------------------------------------------------
+
+_R2_SUFFIX = ".r2.cloudflarestorage.com"
+
+
+def s3_store_from_settings(settings: Settings) -> S3Store:
+    """The S3 store the settings describe; one ConfigError naming everything missing or wrong.
+
+    R2: R2_ACCOUNT_ID gives the endpoint `https://<account id>.r2.cloudflarestorage.com`, region
+    `auto`. Any other S3 store: S3_ENDPOINT_URL (path-style requests) and S3_REGION (default
+    `us-east-1`); AWS S3 itself needs only S3_REGION.
+    """
+    access_key_id, secret, bucket = settings.r2_access_key_id, settings.r2_secret_access_key, settings.r2_bucket_name
+    problems: list[str] = []
+    if not access_key_id:
+        problems.append("R2_ACCESS_KEY_ID (the access key id of an API token)")
+    if secret is None or not secret.get_secret_value():
+        problems.append("R2_SECRET_ACCESS_KEY (the secret of that access key)")
+    if not bucket:
+        problems.append("R2_BUCKET_NAME (the bucket that holds the media)")
+    account_id = settings.r2_account_id
+    endpoint = settings.s3_endpoint_url
+    if not (account_id or endpoint or settings.s3_region):
+        problems.append("R2_ACCOUNT_ID (for Cloudflare R2) or S3_ENDPOINT_URL (for another S3-compatible store; "
+                        "for AWS S3 itself S3_REGION is enough)")
+    if problems or not (access_key_id and secret and bucket):
+        raise ConfigError(
+            f"S3 storage is selected ({_why_s3(settings)}) but its configuration is incomplete; missing: "
+            + "; ".join(problems)
+            + ". Set them in the environment or .env, or unset MEDIACACHE_STORAGE and every R2_*/S3_* "
+              "variable to keep media in the local directory.")
+    if account_id and endpoint is None and not re.fullmatch(r"[A-Za-z0-9]{1,64}", account_id):
+        raise ConfigError(
+            f"R2_ACCOUNT_ID={account_id!r} is not a Cloudflare account id (32 hexadecimal characters, shown in "
+            "the R2 dashboard); give only the id, or set S3_ENDPOINT_URL to the full endpoint")
+    if endpoint is not None:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"S3_ENDPOINT_URL={endpoint!r} is not an http(s) URL; give one like "
+                              "https://s3.example.com or http://127.0.0.1:9000")
+    if settings.r2_public_url is not None:
+        parts = urlsplit(settings.r2_public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"R2_PUBLIC_URL={settings.r2_public_url!r} is not an http(s) URL; give one like "
+                              "https://media.example.com")
+    if settings.url_ttl_s > MAX_PRESIGN_TTL_S:
+        raise ConfigError(f"MEDIACACHE_URL_TTL_S={settings.url_ttl_s} is longer than presigned URLs can live "
+                          f"({MAX_PRESIGN_TTL_S} s, 7 days); set it to {MAX_PRESIGN_TTL_S} or less")
+
+    if endpoint is None and account_id:
+        endpoint = f"https://{account_id}{_R2_SUFFIX}"
+    is_r2 = bool(account_id) or (endpoint is not None and (urlsplit(endpoint).hostname or "").endswith(_R2_SUFFIX))
+    region = settings.s3_region or ("auto" if is_r2 else "us-east-1")
+    return S3Store(
+        bucket=bucket,
+        access_key_id=access_key_id,
+        secret_access_key=secret.get_secret_value(),
+        endpoint=endpoint,
+        region=region,
+        public_url=settings.r2_public_url,
+    )
+
+
+def _why_s3(settings: Settings) -> str:
+    if settings.storage == "s3":
+        return "MEDIACACHE_STORAGE=s3"
+    given = [name for name, value in (
+        ("R2_ACCOUNT_ID", settings.r2_account_id), ("R2_ACCESS_KEY_ID", settings.r2_access_key_id),
+        ("R2_SECRET_ACCESS_KEY", settings.r2_secret_access_key), ("R2_BUCKET_NAME", settings.r2_bucket_name),
+        ("S3_ENDPOINT_URL", settings.s3_endpoint_url)) if value is not None]
+    return ", ".join(given) + (" is set" if len(given) == 1 else " are set")
