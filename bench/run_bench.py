@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.s3server: bucket calls
 
 from common import HERE, cpu_seconds, peak_rss_mib, start_workers, stop_workers
 
@@ -77,11 +78,12 @@ async def reset(env: dict[str, str]) -> None:
     await client.flushdb()
     await client.aclose()
     if env["MEDIACACHE_STORAGE"] == "s3":
-        from s3admin import S3Admin
+        from tests.s3server import S3Server, create_bucket, delete_bucket
 
-        s3 = S3Admin(env["S3_ENDPOINT_URL"], env["R2_ACCESS_KEY_ID"], env["R2_SECRET_ACCESS_KEY"],
-                     env.get("S3_REGION", "us-east-1"))
-        await s3.recreate_bucket(env["R2_BUCKET_NAME"])
+        server = S3Server(env["S3_ENDPOINT_URL"], env["R2_ACCESS_KEY_ID"], env["R2_SECRET_ACCESS_KEY"],
+                          env.get("S3_REGION", "us-east-1"))
+        await asyncio.to_thread(delete_bucket, server, env["R2_BUCKET_NAME"])
+        await asyncio.to_thread(create_bucket, server, env["R2_BUCKET_NAME"])
 
 
 async def timed(env: dict[str, str], urls: list[str], pids: list[int], timeout_s: float) -> dict[str, float]:

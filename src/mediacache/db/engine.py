@@ -16,8 +16,10 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                               pool_recycle=1800)
+    # No pool_pre_ping: with asyncpg it costs a transaction round trip on every checkout. A
+    # connection that died (database restart) fails its statement, SQLAlchemy drops it from the
+    # pool, and the caller's DatabaseError is retried like any other transient failure.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
