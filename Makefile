@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on embedded defaults: SQLite and local storage under ./.mediacache, the Redis
-# that REDIS_* names or, when none answers on 127.0.0.1:6379, an embedded Valkey.
+# The main job on embedded defaults: the HTTP service on 127.0.0.1:8000 with an in-process worker,
+# SQLite and local storage under ./.mediacache, the Redis that REDIS_* names or, when none answers
+# on 127.0.0.1:6379, an embedded Valkey.
 run: install
-	$(BIN)/mediacache run
+	$(BIN)/mediacache serve
 
 worker: install
 	$(BIN)/mediacache worker

@@ -85,6 +85,49 @@ def run_embedded(
         _run(lambda: _worker_main(settings, concurrency))
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on")] = 8000,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Serve only; run workers elsewhere")] = False,
+) -> None:
+    """Runs the HTTP service (JSON API, dashboard, metrics) with an in-process worker until SIGTERM."""
+    from mediacache.embedded import redis_or_embedded
+    from mediacache.migrate import upgrade
+
+    _setup_logging()
+    settings = _settings()
+    # The embedded default (SQLite) is migrated here, as `run` does; a shared PostgreSQL is
+    # migrated once by `mediacache db upgrade`, not by every server replica that starts.
+    if settings.sqlalchemy_url.startswith("sqlite"):
+        upgrade(settings)
+    with redis_or_embedded(settings):
+        _run(lambda: _serve_main(settings, host, port, not no_worker))
+
+
+async def _serve_main(settings: Settings, host: str, port: int, run_worker: bool) -> None:
+    from mediacache.api import create_app
+    from mediacache.api.server import bind, serving
+
+    log = logging.getLogger("mediacache.api")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        raise MediaCacheError(f"cannot listen on {host}:{port} ({exc}); choose another --port or --host") from exc
+    async with serving(create_app(settings, run_worker=run_worker), sock) as running:
+        log.info("serving on %s (worker %s); dashboard at %s/", running.url,
+                 "in process" if run_worker else "off", running.url)
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopping, running.task}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        log.info("stopping: finishing requests and held jobs")
+    log.info("server stopped")
+
+
 async def _worker_main(settings: Settings, concurrency: int | None) -> None:
     from mediacache.service import MediaCache
     from mediacache.worker import CacheWorker

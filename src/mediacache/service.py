@@ -6,7 +6,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -220,6 +220,25 @@ class MediaCache:
             removed += await self.repo.delete_settled(deletable)
             with contextlib.suppress(QueueUnavailableError):
                 await self.queue.remove(deletable)
+
+    # ---- figures for the HTTP service's dashboard and metrics ----------------------------
+
+    async def recent_failures(self, limit: int = 20) -> list[AssetRecord]:
+        """FAILED assets, the most recently failed first."""
+        return await self.repo.recent_failures(limit)
+
+    async def throughput(self, window_s: int = 600, bucket_s: int = 10) -> list[tuple[int, int]]:
+        """(bucket start in unix seconds, assets cached in it) for the last `window_s`, oldest first,
+        with empty buckets as zeros."""
+        now_s = int(utcnow().timestamp())
+        last = now_s - now_s % bucket_s
+        first = last - (window_s // bucket_s - 1) * bucket_s
+        counts = await self.repo.cached_per_bucket(datetime.fromtimestamp(first, UTC), bucket_s)
+        return [(start, counts.get(start, 0)) for start in range(first, last + 1, bucket_s)]
+
+    async def stored_bytes(self) -> int:
+        """The total size of the stored objects of CACHED assets."""
+        return await self.repo.stored_bytes()
 
 
 def _as_uuid(value: object) -> uuid.UUID | None:

@@ -1,0 +1,100 @@
+"""The FastAPI application factory: one MediaCache (and optionally a worker) for the app's lifetime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mediacache.api import routes_assets, routes_dashboard, routes_files, routes_ops
+from mediacache.api.errors import error_response, install_error_handlers
+from mediacache.service import MediaCache
+from mediacache.settings import Settings
+
+log = logging.getLogger("mediacache.api")
+
+# The largest request body: a batch of 1000 URLs of a few hundred characters fits many times over.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
+    """The HTTP service. With `run_worker`, a CacheWorker runs in the same process and event loop.
+
+    Start-up fails (with the MediaCacheError that says what to do) when the database is not
+    migrated or, with a worker, when Redis or the store cannot be used.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cache = MediaCache(settings)
+        worker = None
+        try:
+            await cache.check_migrated()
+            if run_worker:
+                from mediacache.worker import CacheWorker
+
+                worker = CacheWorker(cache)
+                await worker.start()
+            app.state.cache = cache
+            yield
+        except BaseException as exc:
+            # Kept for whoever runs the server: uvicorn only logs a failed start-up.
+            app.state.startup_error = exc
+            raise
+        finally:
+            if worker is not None:
+                await worker.stop()
+            await cache.close()
+
+    app = FastAPI(
+        title="mediacache", version="0.1.0", lifespan=lifespan,
+        summary="Background media cache: remote URLs in, durable copies in object storage out.",
+    )
+    app.state.settings = settings
+    app.state.startup_error = None
+    # Read once: with no MEDIACACHE_SIGNING_SECRET the key lives in a file of the data directory.
+    app.state.signing_key = settings.signing_key() if settings.storage_backend == "local" else b""
+    install_error_handlers(app)
+    for module in (routes_assets, routes_files, routes_ops, routes_dashboard):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=routes_dashboard.STATIC_DIR), name="static")
+    app.add_middleware(BodyLimit)
+    return app
+
+
+class BodyLimit:
+    """Refuses request bodies over MAX_BODY_BYTES with 413, counting streamed bytes too (a client
+    may send no Content-Length), so no request can make the server buffer without bound."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+            await error_response(413, "body_too_large", _TOO_LARGE)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    # An HTTPException, so that FastAPI's body parsing passes it on unchanged.
+                    raise StarletteHTTPException(413, _TOO_LARGE)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+_TOO_LARGE = f"the request body is over {MAX_BODY_BYTES} bytes; send large batches as several requests"

@@ -1,0 +1,58 @@
+"""HTTP Range header parsing (RFC 9110 section 14) for one byte range; no I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+
+
+class Unsatisfiable(Exception):
+    """The Range header names no byte of the representation: answer 416."""
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    start: int
+    end: int  # exclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    def content_range(self, size: int) -> str:
+        return f"bytes {self.start}-{self.end - 1}/{size}"
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """The one range to send, or None to send the whole body (no header, or one we ignore).
+
+    A header that is not a `bytes=` range, is malformed, or asks for several ranges is ignored, as
+    RFC 9110 allows: the whole body with 200 is always a correct answer. A well-formed range
+    outside the body raises Unsatisfiable.
+    """
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    match = _SPEC.match(spec)
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:
+        # A suffix range: the last N bytes.
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise Unsatisfiable
+        return ByteRange(max(0, size - suffix), size)
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid, so ignored
+    if start >= size:
+        raise Unsatisfiable
+    end = size if not last else min(int(last) + 1, size)
+    return ByteRange(start, end)

@@ -1,0 +1,82 @@
+"""The dashboard at `/` (server-rendered, refreshed by a small script) and its data, GET /api/dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from mediacache.api.deps import READ, CacheDep
+from mediacache.api.schemas import CacheStatsBody, DashboardResponse, FailureBody, QueueStatsBody
+from mediacache.errors import QueueUnavailableError
+from mediacache.service import MediaCache
+from mediacache.settings import Settings
+
+router = APIRouter(tags=["dashboard"])
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+THROUGHPUT_WINDOW_S = 600
+THROUGHPUT_BUCKET_S = 10
+FAILURES_SHOWN = 20
+POLL_INTERVAL_MS = 2000
+
+# Autoescaping matters: failure messages and URLs come from remote servers and callers.
+_env = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=select_autoescape(["html"]),
+                   trim_blocks=True, lstrip_blocks=True)
+# No inline script or style: the page's own static files only, and no framing (clickjacking on
+# the retry button).
+DASHBOARD_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                 "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+_env.filters["human_bytes"] = human_bytes
+
+
+async def dashboard_data(cache: MediaCache) -> DashboardResponse:
+    async def queue() -> tuple[QueueStatsBody | None, str | None]:
+        try:
+            return QueueStatsBody(**(await cache.queue_stats()).as_dict()), None
+        except QueueUnavailableError as exc:
+            # The database figures are still worth showing while Redis is away.
+            return None, str(exc)
+
+    (queue_stats, queue_error), stats, stored, failures, throughput = await asyncio.gather(
+        queue(), cache.cache_stats(), cache.stored_bytes(), cache.recent_failures(FAILURES_SHOWN),
+        cache.throughput(THROUGHPUT_WINDOW_S, THROUGHPUT_BUCKET_S))
+    return DashboardResponse(
+        queue=queue_stats, queue_error=queue_error, cache=CacheStatsBody(**stats.as_dict()), stored_bytes=stored,
+        failures=[FailureBody(id=f.id, original_url=f.original_url, error_kind=f.error_kind, error=f.error,
+                              attempts=f.attempts, failed_at=f.updated_at) for f in failures],
+        throughput_bucket_s=THROUGHPUT_BUCKET_S, throughput=throughput)
+
+
+@router.get("/api/dashboard", response_model=DashboardResponse, dependencies=READ)
+async def dashboard_json(cache: CacheDep) -> DashboardResponse:
+    """Everything the dashboard shows, in one request (polled every 2 s by the page)."""
+    return await dashboard_data(cache)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard(request: Request, cache: CacheDep) -> HTMLResponse:
+    settings: Settings = request.app.state.settings
+    token_set = settings.api_token is not None
+    # With protected reads the page itself shows no figures: the script fetches them with the token.
+    data = None if token_set and settings.api_token_reads else await dashboard_data(cache)
+    html = _env.get_template("dashboard.html").render(
+        data=data, data_json=data.model_dump(mode="json") if data else None, token_required=token_set,
+        poll_interval_ms=POLL_INTERVAL_MS, window_min=THROUGHPUT_WINDOW_S // 60)
+    return HTMLResponse(html, headers={"Content-Security-Policy": DASHBOARD_CSP, "Cache-Control": "no-store",
+                                       "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})

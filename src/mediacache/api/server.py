@@ -1,0 +1,80 @@
+"""Running the app under uvicorn inside an existing event loop (the `serve` command and the tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+from mediacache.errors import MediaCacheError
+
+STARTUP_TIMEOUT_S = 120.0
+# In-flight requests get this long to finish at shutdown; the worker's own grace comes after.
+GRACEFUL_SHUTDOWN_S = 10
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the caller decides what stops the server.
+
+    uvicorn re-raises a caught SIGTERM after shutting down, which would end the process with
+    -SIGTERM rather than exit code 0; and tests must not have their signals taken over.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:
+            # uvicorn exits the process when the app's start-up fails; here, serve() returns
+            # instead and `serving` raises the app's own error.
+            self.should_exit = True
+
+
+@dataclass
+class RunningServer:
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    url: str
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; port 0 picks a free port (read it back from the socket)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=1024)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI, sock: socket.socket, *, log_level: str = "warning",
+                  access_log: bool = False) -> AsyncIterator[RunningServer]:
+    """Serves `app` on `sock` until the block ends; raises the app's start-up error if it fails."""
+    config = uvicorn.Config(app, lifespan="on", log_level=log_level, access_log=access_log,
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, server_header=False)
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STARTUP_TIMEOUT_S
+    while not server.started:
+        if task.done() or loop.time() > deadline:
+            server.should_exit = True
+            await task
+            sock.close()
+            error = getattr(app.state, "startup_error", None)
+            if isinstance(error, MediaCacheError):
+                raise error
+            raise RuntimeError(f"the HTTP server did not start: {error!r}")
+        await asyncio.sleep(0.02)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        yield RunningServer(server=server, task=task, url=f"http://{shown}:{port}")
+    finally:
+        server.should_exit = True
+        await task
