@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mediacache import metrics as worker_metrics
+from mediacache.errors import QueueUnavailableError
 from tests.conftest import SettingsFactory, wait_until
 from tests.origin import Origin
 from tests.test_api_support import new_id, running_api
@@ -98,6 +99,12 @@ async def test_readyz_is_503_naming_redis_when_redis_is_down(make_settings: Sett
         families = {f.name: f for f in text_string_to_metric_families((await api.client.get("/metrics")).text)}
         assert families["mediacache_queue_up"].samples[0].value == 0
         assert "mediacache_queue_jobs" not in families
+
+
+async def test_a_server_with_a_worker_refuses_to_start_without_redis(make_settings: SettingsFactory) -> None:
+    with pytest.raises(QueueUnavailableError, match="Redis"):
+        async with running_api(make_settings, redis_port=_closed_port()):
+            pass
 
 
 async def test_readyz_is_200_when_everything_answers(make_settings: SettingsFactory) -> None:
@@ -201,3 +208,43 @@ async def test_serve_command_serves_and_exits_0_on_sigterm(make_settings: Settin
             proc.kill()
             proc.wait()
         log_file.close()
+
+
+def _sample(name: str, **labels: str) -> float:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    for collector in worker_metrics.worker_collectors():
+        registry.register(collector)
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def test_download_attempt_counts_each_ending_of_an_attempt() -> None:
+    from mediacache.domain import ErrorKind
+    from mediacache.errors import DatabaseError, FetchError
+
+    class Final(Exception):  # shaped as the handler's FinalFailure: raised from the FetchError
+        pass
+
+    class LeaseHeld(Exception):
+        retry_at = 0
+
+    before = {k: _sample("mediacache_download_failures_total", kind=k) for k in ("not_found", "transient")}
+    cached_before = _sample("mediacache_download_seconds_count", outcome="cached")
+    failed_before = _sample("mediacache_download_seconds_count", outcome="failed")
+
+    with worker_metrics.download_attempt():
+        pass
+    for error in (FetchError(ErrorKind.NOT_FOUND, "404"), DatabaseError("down")):
+        with pytest.raises(type(error)), worker_metrics.download_attempt():
+            raise error
+    with pytest.raises(Final), worker_metrics.download_attempt():
+        raise Final("final") from FetchError(ErrorKind.NOT_FOUND, "404")
+    for uncounted in (LeaseHeld(), asyncio.CancelledError()):
+        with pytest.raises(type(uncounted)), worker_metrics.download_attempt():
+            raise uncounted
+
+    assert _sample("mediacache_download_seconds_count", outcome="cached") == cached_before + 1
+    assert _sample("mediacache_download_seconds_count", outcome="failed") == failed_before + 3
+    assert _sample("mediacache_download_failures_total", kind="not_found") == before["not_found"] + 2
+    assert _sample("mediacache_download_failures_total", kind="transient") == before["transient"] + 1

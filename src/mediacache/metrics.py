@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import Counter, Histogram
 from prometheus_client.registry import Collector
 
@@ -36,6 +40,41 @@ def observe_download(duration_s: float, error_kind: str | None = None) -> None:
     DOWNLOADS.labels(outcome=outcome).inc()
     if error_kind is not None:
         DOWNLOAD_FAILURES.labels(kind=str(error_kind)).inc()
+
+
+@contextmanager
+def download_attempt() -> Iterator[None]:
+    """Times the block as one download attempt and counts how it ended. The job handler wraps its
+    download in it: `with download_attempt(): return await self._download_and_store(...)`.
+
+    Ending normally counts as cached. An exception counts as failed, with the `kind` of the first
+    error in its cause chain that has one (FinalFailure is raised from the FetchError), else
+    "transient" (time-outs, storage and database errors are retried). Not counted: cancellation (a
+    stopping worker hands the job back) and waiting for another worker's lease (`retry_at`).
+    """
+    started_s = time.monotonic()
+    try:
+        yield
+    except Exception as exc:
+        kind = _kind_of(exc)
+        if kind is not None:
+            observe_download(time.monotonic() - started_s, kind)
+        raise
+    observe_download(time.monotonic() - started_s)
+
+
+def _kind_of(exc: BaseException) -> str | None:
+    if hasattr(exc, "retry_at"):
+        return None
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        kind = getattr(seen, "kind", None)
+        if isinstance(kind, str):
+            return str(kind)
+        seen = seen.__cause__
+    return "transient"
 
 
 def worker_collectors() -> list[Collector]:
