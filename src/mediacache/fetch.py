@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC
@@ -12,8 +12,11 @@ from datetime import UTC
 import httpx
 
 from mediacache.domain import ErrorKind
-from mediacache.errors import FetchError
+from mediacache.errors import FetchError, InvalidURLError
+from mediacache.expiry import is_expired
+from mediacache.netguard import AddressPolicy, check_redirect, guarded_transport, validate_url
 from mediacache.settings import Settings
+from mediacache.sniff import SNIFF_HEAD_BYTES, is_allowed, sniff_content_type
 
 MAX_REDIRECTS = 5
 USER_AGENT = "mediacache/0.1 (+https://github.com/mediacache)"
@@ -40,7 +43,37 @@ class Download:
         except ValueError:
             return None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def media_body(self, allowed_types: list[str]) -> tuple[str, AsyncIterator[bytes]]:
+        """The sniffed media type and the whole body; refuses what is not allowed media.
+
+        The type comes from the first bytes, not from Content-Type: an error page served with
+        200 (HTML, JSON) is refused, and the stored type is the real one.
+        """
+        chunks = self.chunks()
+        head: list[bytes] = []
+        head_bytes = 0
+        async for chunk in chunks:
+            head.append(chunk)
+            head_bytes += len(chunk)
+            if head_bytes >= SNIFF_HEAD_BYTES:
+                break
+        first = b"".join(head)
+        sniffed = sniff_content_type(first[:SNIFF_HEAD_BYTES])
+        if sniffed is None or not is_allowed(sniffed, allowed_types):
+            await chunks.aclose()
+            what = f"{sniffed}" if sniffed else "not image, video or audio data"
+            raise FetchError(ErrorKind.UNSUPPORTED_TYPE,
+                             f"{self.url} sent {what} (declared {self.declared_type or 'no type'}); "
+                             f"allowed: {', '.join(allowed_types)} (MEDIACACHE_ALLOWED_TYPES)")
+
+        async def body() -> AsyncIterator[bytes]:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+
+        return sniffed, body()
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         """The body, chunk by chunk, with the size limit and Content-Length enforced."""
         received = 0
         try:
@@ -68,11 +101,16 @@ class Fetcher:
         self.settings = settings
         timeout = httpx.Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s,
                                 write=settings.read_timeout_s, pool=settings.connect_timeout_s)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        if transport is None:
+            # Every address a host resolves to is checked when connecting, and the connection goes
+            # to the checked address: URLs come from scraped data and we fetch from inside the network.
+            transport = guarded_transport(AddressPolicy(settings.allowed_network_list),
+                                          connect_timeout_s=settings.connect_timeout_s, limits=limits)
         self._client = httpx.AsyncClient(
             transport=transport, timeout=timeout, follow_redirects=False,
             # Environment proxies would route around the address checks of the transport.
             trust_env=False,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             headers={"User-Agent": USER_AGENT, "Accept": "image/*,video/*,audio/*,*/*;q=0.5",
                      "Accept-Encoding": "identity"},
         )
@@ -80,7 +118,12 @@ class Fetcher:
     @asynccontextmanager
     async def open(self, url: str) -> AsyncIterator[Download]:
         """Follows up to MAX_REDIRECTS redirects and yields the final 2xx response, unread."""
-        current = httpx.URL(url)
+        try:
+            current = validate_url(url).to_httpx()
+        except InvalidURLError as exc:
+            raise FetchError(ErrorKind.INVALID_URL, str(exc)) from exc
+        if is_expired(url):
+            raise FetchError(ErrorKind.EXPIRED, f"{url} is a signed link whose expiry time has passed")
         for _hop in range(MAX_REDIRECTS + 1):
             request = self._client.build_request("GET", current)
             try:
@@ -93,9 +136,9 @@ class Fetcher:
                     if not location:
                         raise FetchError(ErrorKind.FORBIDDEN,
                                          f"{current} answered {response.status_code} without a Location")
-                    current = self.next_hop(current, location)
+                    current = check_redirect(current, location)
                     continue
-                check_status(response, str(current))
+                check_status(response, str(current), original_url=url)
                 declared = response.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) > self.settings.max_bytes:
                     raise FetchError(ErrorKind.TOO_LARGE,
@@ -107,21 +150,17 @@ class Fetcher:
                 await response.aclose()
         raise FetchError(ErrorKind.TOO_MANY_REDIRECTS, f"{url} redirected more than {MAX_REDIRECTS} times")
 
-    def next_hop(self, current: httpx.URL, location: str) -> httpx.URL:
-        target = current.join(location)
-        if target.scheme not in ("http", "https"):
-            raise FetchError(ErrorKind.BLOCKED, f"{current} redirects to a non-http URL {str(target)[:200]!r}")
-        return target
-
     async def close(self) -> None:
         await self._client.aclose()
 
 
-def check_status(response: httpx.Response, url: str) -> None:
+def check_status(response: httpx.Response, url: str, *, original_url: str | None = None) -> None:
     """Maps a non-2xx status to the FetchError kind that says whether retrying can help."""
     code = response.status_code
     if 200 <= code < 300:
         return
+    if code in (401, 403, 410) and (is_expired(url) or (original_url is not None and is_expired(original_url))):
+        raise FetchError(ErrorKind.EXPIRED, f"{url} answered {code}: its signed link has expired")
     if code in (404, 410):
         raise FetchError(ErrorKind.NOT_FOUND, f"{url} answered {code}")
     if code in (408, 425, 429) or code >= 500:

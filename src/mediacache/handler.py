@@ -60,13 +60,19 @@ class CacheJobHandler:
         claim = await self.repo.claim(asset_id, token, self.settings.lease_s)
         if claim is None:
             return await self._not_claimed(asset_id)
-        renewer = asyncio.create_task(self._renew_lease(claim))
+        # Most downloads end long before a third of the lease: a timer is much cheaper than a task
+        # per download, and the renewing task only starts for the long ones.
+        renewer: list[asyncio.Task[None]] = []
+        timer = asyncio.get_running_loop().call_later(
+            self.settings.lease_s / 3, lambda: renewer.append(asyncio.create_task(self._renew_lease(claim))))
         try:
             return await self._download_and_store(claim, final_attempt=final_attempt)
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            timer.cancel()
+            for task in renewer:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _not_claimed(self, asset_id: uuid.UUID) -> Outcome:
         found = await self.repo.status_of(asset_id)
@@ -85,11 +91,10 @@ class CacheJobHandler:
         try:
             async with asyncio.timeout(self.settings.download_deadline_s):
                 async with self.fetcher.open(claim.original_url) as download:
-                    content_type = download.declared_type
+                    content_type, body = await download.media_body(self.settings.allowed_type_list)
                     key = asset_key(claim.asset_id, claim.token, content_type)
                     digest = hashlib.sha256()
-                    size_bytes = await self.store.put_stream(
-                        key, _hashing(download.chunks(), digest), content_type=content_type)
+                    size_bytes = await self.store.put_stream(key, _hashing(body, digest), content_type=content_type)
         except TimeoutError as exc:
             raise await self._failed(claim, FetchError(
                 ErrorKind.TRANSIENT, f"download of {claim.original_url} took longer than "
@@ -145,12 +150,12 @@ class CacheJobHandler:
     async def _renew_lease(self, claim: Claim) -> None:
         interval_s = self.settings.lease_s / 3
         while True:
-            await asyncio.sleep(interval_s)
             try:
                 if not await self.repo.renew_lease(claim.asset_id, claim.token, self.settings.lease_s):
                     return
             except DatabaseError as exc:
                 log.warning("could not renew the lease of asset %s: %s", claim.asset_id, exc)
+            await asyncio.sleep(interval_s)
 
 
 async def _hashing(chunks: AsyncIterator[bytes], digest: Any) -> AsyncIterator[bytes]:

@@ -13,7 +13,7 @@ from typing import Any
 from bullmq import Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError
 
-from mediacache.errors import MediaCacheError
+from mediacache.errors import FetchError, MediaCacheError
 from mediacache.fetch import Fetcher
 from mediacache.handler import CacheJobHandler, FinalFailure, LeaseHeldError
 from mediacache.queue import QUEUE_NAME
@@ -81,6 +81,10 @@ class CacheWorker:
             outcome = await self.handler.process(asset_id, final_attempt=final_attempt)
         except FinalFailure as exc:
             raise UnrecoverableError(str(exc)) from exc
+        except FetchError as exc:
+            if exc.retry_after_s:
+                _wait_at_least(job, exc.retry_after_s)
+            raise
         except LeaseHeldError as exc:
             # Not a failed attempt: wait for the holder's lease instead of spending a retry.
             await job.moveToDelayed(int(exc.retry_at.timestamp() * 1000) + 100, token)
@@ -145,6 +149,22 @@ class CacheWorker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+MAX_RETRY_AFTER_S = 3600.0
+
+
+def _wait_at_least(job: Any, retry_after_s: float) -> None:
+    """Makes BullMQ's next retry of `job` wait at least what the origin's Retry-After asked.
+
+    BullMQ computes the delay from `job.opts["backoff"]` when the attempt fails; changing it on
+    this in-memory job affects this one retry only (the stored options stay exponential).
+    """
+    backoff = job.opts.get("backoff") or {}
+    planned_ms = int(backoff.get("delay") or 0) * 2 ** max(0, int(job.attemptsMade))
+    wanted_ms = int(min(retry_after_s, MAX_RETRY_AFTER_S) * 1000)
+    if wanted_ms > planned_ms:
+        job.opts = {**job.opts, "backoff": {"type": "fixed", "delay": wanted_ms}}
 
 
 def _on_failed(job: Any, err: BaseException, *_: Any) -> None:

@@ -29,9 +29,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
 
 from mediacache.db.models import CacheAsset
-from mediacache.db.types import utcnow
+from mediacache.db.types import UTCDateTime, utcnow
 from mediacache.domain import TRANSITIONS, CacheStatus
 from mediacache.errors import DatabaseError
 
@@ -79,6 +80,39 @@ class Resolvable:
 
 _STATUS_BY_VALUE = {s.value: s for s in CacheStatus}
 _RECORD_COLUMNS = [_t.c[name] for name in AssetRecord.__dataclass_fields__]
+
+
+def _status_in(*statuses: CacheStatus) -> ColumnElement[bool]:
+    # Equalities rather than IN: an IN list is an "expanding" parameter that SQLAlchemy
+    # re-renders on every execution, and these statements run for every download.
+    return or_(*(_t.c.status == s.value for s in statuses))
+
+
+# The statements each download runs, built once: only their parameters change.
+_NOW = bindparam("b_now", type_=UTCDateTime())
+_CLAIM = (
+    update(_t)
+    .where(_t.c.id == bindparam("b_id"), _status_in(*TRANSITIONS[CacheStatus.DOWNLOADING]),
+           or_(_t.c.status == CacheStatus.PENDING.value, _t.c.lease_until.is_(None), _t.c.lease_until < _NOW))
+    .values(status=CacheStatus.DOWNLOADING.value, attempts=_t.c.attempts + 1, lease_token=bindparam("b_token"),
+            lease_until=bindparam("b_until", type_=UTCDateTime()), updated_at=_NOW)
+    .returning(_t.c.original_url, _t.c.attempts)
+)
+_MARK_CACHED = (
+    update(_t)
+    .where(_t.c.id == bindparam("b_id"), _t.c.lease_token == bindparam("b_token"),
+           _status_in(*TRANSITIONS[CacheStatus.CACHED]))
+    .values(status=CacheStatus.CACHED.value, cache_key=bindparam("b_key"), content_type=bindparam("b_type"),
+            size_bytes=bindparam("b_size"), sha256=bindparam("b_sha256"), error=None, error_kind=None,
+            lease_token=None, lease_until=None, cached_at=_NOW, updated_at=_NOW)
+)
+_RECORD_FAILURE = (
+    update(_t)
+    .where(_t.c.id == bindparam("b_id"), _t.c.lease_token == bindparam("b_token"),
+           _t.c.status == CacheStatus.DOWNLOADING.value)
+    .values(status=bindparam("b_status"), error=bindparam("b_error"), error_kind=bindparam("b_kind"),
+            lease_token=None, lease_until=None, updated_at=_NOW)
+)
 
 
 def _record(row: Any) -> AssetRecord:
@@ -135,18 +169,9 @@ class AssetRepository:
         Returns None when another worker holds a live lease or the asset is no longer waiting.
         """
         now = utcnow()
-        allowed = [s.value for s in TRANSITIONS[CacheStatus.DOWNLOADING]]
-        stmt = (
-            update(_t)
-            .where(_t.c.id == asset_id, _t.c.status.in_(allowed),
-                   or_(_t.c.status == CacheStatus.PENDING.value, _t.c.lease_until.is_(None),
-                       _t.c.lease_until < now))
-            .values(status=CacheStatus.DOWNLOADING.value, attempts=_t.c.attempts + 1, lease_token=token,
-                    lease_until=now + timedelta(seconds=lease_s), updated_at=now)
-            .returning(_t.c.original_url, _t.c.attempts)
-        )
+        params = {"b_id": asset_id, "b_now": now, "b_token": token, "b_until": now + timedelta(seconds=lease_s)}
         async with self._tx(single_statement=True) as conn:
-            row = (await conn.execute(stmt)).first()
+            row = (await conn.execute(_CLAIM, params)).first()
         return None if row is None else Claim(asset_id, token, row.original_url, row.attempts)
 
     async def renew_lease(self, asset_id: uuid.UUID, token: str, lease_s: float) -> bool:
@@ -160,36 +185,19 @@ class AssetRepository:
     async def mark_cached(self, claim: Claim, *, cache_key: str, content_type: str | None,
                           size_bytes: int, sha256: str) -> bool:
         """DOWNLOADING -> CACHED, only while `claim` still holds the lease."""
-        now = utcnow()
-        stmt = (update(_t).where(_t.c.id == claim.asset_id, _t.c.lease_token == claim.token,
-                                 _t.c.status.in_([s.value for s in TRANSITIONS[CacheStatus.CACHED]]))
-                .values(status=CacheStatus.CACHED.value, cache_key=cache_key, content_type=content_type,
-                        size_bytes=size_bytes, sha256=sha256, error=None, error_kind=None,
-                        lease_token=None, lease_until=None, cached_at=now, updated_at=now))
+        params = {"b_id": claim.asset_id, "b_token": claim.token, "b_now": utcnow(), "b_key": cache_key,
+                  "b_type": content_type, "b_size": size_bytes, "b_sha256": sha256}
         async with self._tx(single_statement=True) as conn:
-            return bool((await conn.execute(stmt)).rowcount)
+            return bool((await conn.execute(_MARK_CACHED, params)).rowcount)
 
     async def record_failure(self, claim: Claim, *, error: str, error_kind: str, final: bool) -> bool:
         """Records a failed attempt. Final: DOWNLOADING -> FAILED. Not final: the asset stays
         DOWNLOADING with its lease released, so the retry (or any worker) may claim it at once."""
-        now = utcnow()
-        values: dict[str, Any] = {"error": error[:4000], "error_kind": error_kind, "lease_token": None,
-                                  "lease_until": None, "updated_at": now}
-        if final:
-            values["status"] = CacheStatus.FAILED.value
-        stmt = (update(_t).where(_t.c.id == claim.asset_id, _t.c.lease_token == claim.token,
-                                 _t.c.status == CacheStatus.DOWNLOADING.value).values(**values))
+        params = {"b_id": claim.asset_id, "b_token": claim.token, "b_now": utcnow(), "b_error": error[:4000],
+                  "b_kind": error_kind,
+                  "b_status": (CacheStatus.FAILED if final else CacheStatus.DOWNLOADING).value}
         async with self._tx(single_statement=True) as conn:
-            return bool((await conn.execute(stmt)).rowcount)
-
-    async def fail_unclaimed(self, asset_id: uuid.UUID, *, error: str, error_kind: str) -> bool:
-        """PENDING -> FAILED for an asset whose job cannot run (its data is unusable)."""
-        now = utcnow()
-        stmt = (update(_t).where(_t.c.id == asset_id, _t.c.status == CacheStatus.PENDING.value)
-                .values(status=CacheStatus.FAILED.value, error=error[:4000], error_kind=error_kind,
-                        updated_at=now))
-        async with self._tx(single_statement=True) as conn:
-            return bool((await conn.execute(stmt)).rowcount)
+            return bool((await conn.execute(_RECORD_FAILURE, params)).rowcount)
 
     async def status_of(self, asset_id: uuid.UUID) -> tuple[CacheStatus, datetime | None] | None:
         """The status and the lease end of an asset, or None when it does not exist."""
