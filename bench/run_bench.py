@@ -11,7 +11,7 @@ stored objects are checked against the origin by sha256 (stderr; exit 1 on a mis
 
 Environment: DATABASE_URL (default the bench PostgreSQL on 127.0.0.1:55432), S3_ENDPOINT_URL and
 the R2_* keys (default the bench SeaweedFS; MEDIACACHE_STORAGE=local to use a local directory),
-BENCH_TIMEOUT_S (900), VERIFY_SAMPLE (10), WORKER_PYTHON_ARGS (e.g. "-X importtime").
+BENCH_TIMEOUT_S (900), VERIFY_SAMPLE (10), BENCH_CPU_SPLIT=file (CPU seconds per component, on stderr).
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ async def timed(env: dict[str, str], urls: list[str], pids: list[int], timeout_s
         await cache.queue.ping()  # connect before the clock starts
         await cache.cache_stats()
         cpu0 = sum(cpu_seconds(p) for p in pids)
+        split_file = os.environ.get("BENCH_CPU_SPLIT")
+        if split_file:
+            subprocess.run([sys.executable, str(HERE / "cpu_split.py"), "snap", split_file], check=True)
         t0 = time.perf_counter()
         await cache.cache_images(urls)
         enqueue_s = time.perf_counter() - t0
@@ -104,6 +107,10 @@ async def timed(env: dict[str, str], urls: list[str], pids: list[int], timeout_s
             await asyncio.sleep(0.05)
         total_s = time.perf_counter() - t0
         cpu_s = sum(cpu_seconds(p) for p in pids) - cpu0
+        if split_file:
+            split = subprocess.run([sys.executable, str(HERE / "cpu_split.py"), "diff", split_file],
+                                   check=True, capture_output=True, text=True)
+            print(split.stdout, file=sys.stderr, end="")
     return {"enqueue_s": enqueue_s, "total_s": total_s, "cached": stats.cached, "cpu_s": cpu_s}
 
 
