@@ -247,14 +247,54 @@ def retry_failed() -> None:
 
 
 @app.command()
-def cleanup(days: Annotated[int, typer.Option(min=0, help="Remove assets older than this many days")] = 30) -> None:
+def cleanup(
+    days: Annotated[int, typer.Option(min=0, help="Remove assets older than this many days")] = 30,
+    include_referenced: Annotated[bool, typer.Option(
+        "--include-referenced", help="Also remove assets that application rows still reference")] = False,
+) -> None:
     """Deletes settled assets older than N days, with their stored objects."""
-    async def main() -> int:
+    async def main() -> dict[str, Any]:
         from mediacache.service import MediaCache
 
         async with MediaCache(_settings()) as mc:
-            return await mc.cleanup(days)
-    out.print(f"removed {_run(main)} assets older than {days} days")
+            return (await mc.cleanup_report(days, include_referenced)).as_dict()
+    report = _run(main)
+    out.print(f"removed {report['removed']} assets older than {days} days")
+    if report["kept_referenced"]:
+        out.print(f"kept {report['kept_referenced']} that application rows reference "
+                  "(remove them too with --include-referenced)")
+    if report["not_cleaned"]:
+        out.print(f"kept {report['not_cleaned']} whose stored object could not be deleted (see the log)")
+
+
+@app.command("backfill-legacy-keys")
+def backfill_legacy_keys(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would change")] = False,
+    batch_rows: Annotated[int, typer.Option("--batch-rows", min=1, help="Rows per transaction")] = 200,
+) -> None:
+    """Turns the storage keys that old application rows hold into CACHED assets pointing at those objects.
+
+    Safe to interrupt and to run again: each batch is one transaction, converted rows are skipped.
+    """
+    async def main() -> dict[str, Any]:
+        from mediacache.service import MediaCache
+
+        with Progress(TextColumn("checking rows" if dry_run else "converting rows"), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=err) as progress:
+            task = progress.add_task("backfill", total=None)
+            async with MediaCache(_settings()) as mc:
+                report = await mc.backfill_legacy_keys(
+                    dry_run=dry_run, batch_rows=batch_rows,
+                    on_total=lambda n: progress.update(task, total=n),
+                    on_advance=lambda n: progress.advance(task, n))
+        return report.as_dict()
+    report = _run(main)
+    verb = "would convert" if dry_run else "converted"
+    out.print(f"{verb} {report['rows_converted']} rows holding {report['keys_converted']} legacy keys "
+              f"({report['rows_seen']} rows checked)")
+    for problem in report["problems"]:
+        out.print(f"left alone: {problem.table}.{problem.column} row {problem.row_id} key {problem.key!r}: "
+                  f"{problem.reason}", soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command()

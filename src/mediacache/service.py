@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
+from mediacache.apptables import AppTablesMixin
 from mediacache.db.engine import check_migrated, create_engine
 from mediacache.db.repository import AssetRecord, AssetRepository
 from mediacache.db.types import utcnow
@@ -17,7 +18,7 @@ from mediacache.domain import CacheStatus
 from mediacache.errors import DatabaseError, MediaCacheError, QueueUnavailableError, StorageError
 from mediacache.netguard import validate_url
 from mediacache.queue import JobQueue
-from mediacache.records import CacheStats, ImageRef, QueueStats, TikTokMedia
+from mediacache.records import CacheStats, CleanupResult, ImageRef, QueueStats, TikTokMedia
 from mediacache.settings import Settings, load_settings
 from mediacache.storage import ObjectStore, open_store
 
@@ -27,7 +28,7 @@ MAX_BATCH = 10_000
 _CLEANUP_PAGE = 500
 
 
-class MediaCache:
+class MediaCache(AppTablesMixin):
     """`async with MediaCache.from_env() as cache: asset_id = await cache.cache_image(url)`."""
 
     def __init__(self, settings: Settings) -> None:
@@ -193,8 +194,17 @@ class MediaCache:
                 raise
         return len(moved)
 
-    async def cleanup(self, days: int = 30) -> int:
+    async def cleanup(self, days: int = 30, include_referenced: bool = False) -> int:
         """Deletes settled assets older than `days` days with their stored objects; returns how many.
+
+        Assets that an application row references are kept unless `include_referenced`;
+        `cleanup_report` also says how many were kept for that reason.
+        """
+        return (await self.cleanup_report(days, include_referenced)).removed
+
+    async def cleanup_report(self, days: int = 30, include_referenced: bool = False) -> CleanupResult:
+        """Like cleanup: removed, kept because an application row references them, and not cleaned
+        because their object could not be deleted.
 
         An object is deleted before its row, and a row whose object cannot be deleted is kept, so
         no row points nowhere and no object is orphaned.
@@ -202,12 +212,13 @@ class MediaCache:
         if days < 0:
             raise ValueError(f"cleanup(days={days}): days must be 0 or more")
         cutoff = utcnow() - timedelta(days=days)
+        kept_referenced = await self._count_kept_referenced(cutoff, include_referenced)
         removed = 0
         skip: list[uuid.UUID] = []
         while True:
-            page = await self.repo.older_than(cutoff, _CLEANUP_PAGE, exclude=skip)
+            page = await self._cleanup_page(cutoff, _CLEANUP_PAGE, skip, include_referenced)
             if not page:
-                return removed
+                return CleanupResult(removed=removed, kept_referenced=kept_referenced, not_cleaned=len(skip))
             deletable: list[uuid.UUID] = []
             for asset_id, key in page:
                 try:

@@ -7,6 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import mediacache.apptables.models  # noqa: F401  (registers the application tables on Base.metadata)
 from mediacache.db.models import Base
 from mediacache.migrate import engine_for_migrations
 
