@@ -131,7 +131,9 @@ async def test_openapi_schema_names_every_endpoint(api: Api) -> None:
     for path, method in [("/api/assets", "post"), ("/api/assets/batch", "post"), ("/api/assets/{asset_id}", "get"),
                          ("/api/urls", "post"), ("/api/stats", "get"), ("/api/assets/retry-failed", "post"),
                          ("/api/assets/cleanup", "post"), ("/media/{asset_id}", "get"), ("/files/{key}", "get"),
-                         ("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get"), ("/api/dashboard", "get")]:
+                         ("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get"), ("/api/dashboard", "get"),
+                         ("/api/tiktok/posts", "get"), ("/api/tiktok/posts/{post_id}", "get"),
+                         ("/api/carousels/{carousel_id}", "get")]:
         assert method in paths[path], (path, method)
-    assert "QueueBatchRequest" in schema["components"]["schemas"]
+    assert {"QueueBatchRequest", "TikTokPostRecord", "CarouselRecord"} <= set(schema["components"]["schemas"])
     assert (await api.client.get("/docs")).status_code == 200

@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mediacache.api import routes_assets, routes_dashboard, routes_files, routes_ops
+from mediacache.api import routes_apptables, routes_assets, routes_dashboard, routes_files, routes_ops
 from mediacache.api.errors import error_response, install_error_handlers
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
@@ -60,7 +60,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     # Read once: with no MEDIACACHE_SIGNING_SECRET the key lives in a file of the data directory.
     app.state.signing_key = settings.signing_key() if settings.storage_backend == "local" else b""
     install_error_handlers(app)
-    for module in (routes_assets, routes_files, routes_ops, routes_dashboard):
+    for module in (routes_assets, routes_apptables, routes_files, routes_ops, routes_dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=routes_dashboard.STATIC_DIR), name="static")
     app.add_middleware(BodyLimit)

@@ -55,8 +55,9 @@ async def retry_failed(cache: CacheDep) -> RetriedResponse:
 
 @router.post("/assets/cleanup", response_model=CleanupResponse, dependencies=WRITE, responses=_ERRORS)
 async def cleanup(body: CleanupRequest, cache: CacheDep) -> CleanupResponse:
-    """Deletes CACHED and FAILED assets older than `days` days, with their stored objects."""
-    return CleanupResponse(removed=await cache.cleanup(body.days))
+    """Deletes CACHED and FAILED assets older than `days` days, with their stored objects; assets that
+    application rows reference are kept unless `include_referenced`."""
+    return CleanupResponse(removed=await cache.cleanup(body.days, include_referenced=body.include_referenced))
 
 
 @router.get("/assets/{asset_id}", response_model=AssetResponse, dependencies=READ,

@@ -103,6 +103,7 @@ class RetriedResponse(BaseModel):
 
 class CleanupRequest(_Strict):
     days: int = Field(default=30, ge=0, le=100_000)
+    include_referenced: bool = Field(default=False, description="also assets that application rows point at")
 
 
 class CleanupResponse(BaseModel):
