@@ -44,10 +44,12 @@ async def _wait_for_log(log: Path, needle: str, proc: subprocess.Popen[bytes], t
     await wait_until(seen, timeout_s=timeout_s, what=f"{needle!r} in the worker log")
 
 
-async def test_worker_refuses_an_unmigrated_database(make_settings: SettingsFactory, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [[], ["--processes", "2"]], ids=["one", "two-processes"])
+async def test_worker_refuses_an_unmigrated_database(
+        make_settings: SettingsFactory, tmp_path: Path, extra: list[str]) -> None:
     settings = make_settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}")
     log = tmp_path / "worker.log"
-    proc = _spawn(settings, log)
+    proc = _spawn(settings, log, *extra)
     assert proc.wait(60) == 1
     text = log.read_text()
     assert "run `mediacache db upgrade`" in text and "has no mediacache tables" in text
@@ -136,4 +138,40 @@ async def test_reload_restarts_the_worker_when_the_code_changes(
         try:
             await asyncio.to_thread(proc.wait, 30)
         except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_several_processes_share_the_queue_are_restarted_and_stop_together(
+        make_settings: SettingsFactory, tmp_path: Path, origin: Origin) -> None:
+    import psutil
+
+    settings = make_settings()
+    log = tmp_path / "supervisor.log"
+    proc = _spawn(settings, log, "--processes", "2", "--concurrency", "4")
+    try:
+        async def ready(count: int) -> bool:
+            return log.read_text().count("worker ready") >= count
+        await wait_until(lambda: ready(2), timeout_s=60, what="two worker processes")
+        children = psutil.Process(proc.pid).children()
+        assert len(children) == 2
+
+        async with MediaCache(settings) as mc:
+            ids = await mc.cache_images([origin.url(f"/media/{i}.jpg?size=2000") for i in range(40)])
+
+            async def all_cached() -> bool:
+                return (await mc.cache_stats()).cached == len(ids)
+            await wait_until(all_cached, what="the assets, cached by both processes")
+
+        children[0].kill()
+        await wait_until(lambda: ready(3), timeout_s=60, what="a replacement for the killed process")
+        assert len(psutil.Process(proc.pid).children()) == 2
+
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+        assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
+                       for c in psutil.Process(os.getpid()).children(recursive=True) if c.pid != proc.pid
+                       and c.ppid() == proc.pid)
+    finally:
+        if proc.poll() is None:
             proc.kill()

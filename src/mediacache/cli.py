@@ -61,11 +61,17 @@ def worker(
     concurrency: Annotated[
         int | None, typer.Option(min=1, help="Jobs at a time (default MEDIACACHE_CONCURRENCY, 16)")] = None,
     reload: Annotated[bool, typer.Option(help="Restart when the code changes (development)")] = False,
+    processes: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (one per core)")] = 1,
 ) -> None:
     """Runs a worker that downloads queued media into storage until SIGTERM or Ctrl-C."""
     if reload:
         _reload_worker(concurrency)
         return
+    if processes > 1:
+        from mediacache.supervisor import supervise
+
+        _setup_logging()
+        raise typer.Exit(supervise(concurrency, processes, _settings().shutdown_grace_s))
     _setup_logging()
     _run(lambda: _worker_main(_settings(), concurrency))
 
