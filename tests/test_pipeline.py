@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from pathlib import Path
+
+import pytest
 
 from mediacache.domain import CacheStatus
 from mediacache.service import MediaCache
-from tests.conftest import WorkerFactory, wait_until
+from tests.conftest import SettingsFactory, WorkerFactory, wait_until
 from tests.origin import Origin, sha256_of
+from tests.s3_fixtures import s3_bucket, s3_server, s3_settings_overrides  # noqa: F401
 
 
 async def _settled(cache: MediaCache, ids: list[uuid.UUID]) -> bool:
@@ -20,8 +22,21 @@ async def _settled(cache: MediaCache, ids: list[uuid.UUID]) -> bool:
     return True
 
 
-def _stored_bytes(cache: MediaCache, key: str) -> bytes:
-    return (cache.settings.objects_dir / key).read_bytes()
+@pytest.fixture(params=["local", "s3"])
+def make_settings(request: pytest.FixtureRequest, make_settings: SettingsFactory) -> SettingsFactory:
+    """The end-to-end tests run on local storage and on a real S3 server (SeaweedFS)."""
+    if request.param == "local":
+        return make_settings
+    overrides = s3_settings_overrides(request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket"))
+    return lambda **kwargs: make_settings(**{**overrides, **kwargs})
+
+
+async def _stored_bytes(cache: MediaCache, key: str) -> bytes:
+    return b"".join([chunk async for chunk in cache.store.open_stream(key)])
+
+
+async def _stored_keys(cache: MediaCache) -> list[str]:
+    return [info.key async for info in cache.store.list_keys("media/")]
 
 
 async def test_fifty_urls_end_cached_with_the_origins_bytes(
@@ -44,7 +59,7 @@ async def test_fifty_urls_end_cached_with_the_origins_bytes(
         assert rec.content_type == "image/jpeg"
         assert rec.attempts == 1 and rec.cached_at is not None and rec.error is None
         assert rec.cache_key is not None and rec.cache_key.startswith(f"media/{asset_id}/")
-        assert hashlib.sha256(_stored_bytes(cache, rec.cache_key)).hexdigest() == rec.sha256
+        assert hashlib.sha256(await _stored_bytes(cache, rec.cache_key)).hexdigest() == rec.sha256
 
     stats = await cache.cache_stats()
     assert (stats.cached, stats.failed, stats.pending, stats.downloading, stats.total) == (50, 0, 0, 0, 50)
@@ -128,17 +143,16 @@ async def test_cleanup_removes_old_assets_and_their_files(
     ids = await cache.cache_images(urls)
     await start_worker()
     await wait_until(lambda: _settled(cache, ids), what="assets to cache")
-    files = [cache.settings.objects_dir / (await cache.get_asset(i)).cache_key for i in ids]  # type: ignore[union-attr,operator]
-    assert all(f.exists() for f in files)
+    keys = sorted([(await cache.get_asset(i)).cache_key for i in ids])  # type: ignore[union-attr,type-var]
+    assert sorted(await _stored_keys(cache)) == keys
 
     assert await cache.cleanup(days=1) == 0  # nothing is a day old yet
-    assert all(f.exists() for f in files)
+    assert sorted(await _stored_keys(cache)) == keys
 
     assert await cache.cleanup(days=0) == 4
-    assert not any(f.exists() for f in files)
+    assert await _stored_keys(cache) == []
     assert await cache.get_asset(ids[0]) is None
     assert (await cache.cache_stats()).total == 0
     # A removed id resolves to the original URL the caller passes, or to nothing.
     assert await cache.get_url(ids[0], urls[0]) == urls[0]
     assert await cache.get_url(ids[0]) is None
-    assert not any(p.is_file() for p in Path(cache.settings.objects_dir, "media").rglob("*"))
