@@ -17,6 +17,7 @@ from mediacache.db.types import utcnow
 from mediacache.domain import CacheStatus, ErrorKind
 from mediacache.errors import DatabaseError, FetchError, MediaCacheError, StorageError
 from mediacache.fetch import Fetcher
+from mediacache.metrics import download_attempt
 from mediacache.settings import Settings
 from mediacache.storage.base import ObjectStore
 from mediacache.storage.keys import asset_key
@@ -66,7 +67,8 @@ class CacheJobHandler:
         timer = asyncio.get_running_loop().call_later(
             self.settings.lease_s / 3, lambda: renewer.append(asyncio.create_task(self._renew_lease(claim))))
         try:
-            return await self._download_and_store(claim, final_attempt=final_attempt)
+            with download_attempt():
+                return await self._download_and_store(claim, final_attempt=final_attempt)
         finally:
             timer.cancel()
             for task in renewer:
