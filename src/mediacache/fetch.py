@@ -113,6 +113,7 @@ class Fetcher:
             trust_env=False,
             headers={"User-Agent": USER_AGENT, "Accept": "image/*,video/*,audio/*,*/*;q=0.5",
                      "Accept-Encoding": "identity"},
+            event_hooks={"response": [_check_location]},
         )
 
     @asynccontextmanager
@@ -152,6 +153,17 @@ class Fetcher:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+async def _check_location(response: httpx.Response) -> None:
+    """Refuses a redirect's Location by our rules before httpx parses it.
+
+    httpx builds the next request of every redirect even when it does not follow them, and turns a
+    Location it cannot parse (`http://0177.0.0.1/`) into RemoteProtocolError: that would read as a
+    transient failure and be retried, while a refused target is final (invalid_url or blocked).
+    """
+    if response.has_redirect_location:
+        check_redirect(response.request.url, response.headers["location"])
 
 
 def check_status(response: httpx.Response, url: str, *, original_url: str | None = None) -> None:
