@@ -10,12 +10,14 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from sqlalchemy import event
 
 from mediacache.migrate import upgrade
 from mediacache.service import MediaCache
@@ -201,3 +203,18 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@contextmanager
+def count_queries(cache: MediaCache) -> Iterator[list[str]]:
+    """The SQL statements `cache` sends while the block runs."""
+    statements: list[str] = []
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(cache.engine.sync_engine, "before_cursor_execute", on_execute)
+    try:
+        yield statements
+    finally:
+        event.remove(cache.engine.sync_engine, "before_cursor_execute", on_execute)

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 
 from mediacache.apptables import RecordNotFoundError, TikTokPostRecord
 from mediacache.apptables.models import posts, profiles
 from mediacache.domain import CacheStatus
 from mediacache.errors import InvalidURLError
 from mediacache.service import MediaCache
-from tests.conftest import WorkerFactory, wait_until
+from tests.conftest import WorkerFactory, count_queries, wait_until
 from tests.origin import Origin
-
-
-@contextmanager
-def count_queries(cache: MediaCache) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(cache.engine.sync_engine, "before_cursor_execute", on_execute)
-    try:
-        yield statements
-    finally:
-        event.remove(cache.engine.sync_engine, "before_cursor_execute", on_execute)
 
 
 def media_urls(origin: Origin, n: int, query: str = "") -> dict[str, Any]:

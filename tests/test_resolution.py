@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import event
-
 from mediacache.service import MediaCache
-from tests.conftest import WorkerFactory, wait_until
+from tests.conftest import WorkerFactory, count_queries, wait_until
 from tests.origin import Origin
-
-
-@contextmanager
-def count_queries(cache: MediaCache) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(cache.engine.sync_engine, "before_cursor_execute", on_execute)
-    try:
-        yield statements
-    finally:
-        event.remove(cache.engine.sync_engine, "before_cursor_execute", on_execute)
 
 
 async def test_get_urls_resolves_every_kind_of_value_in_one_query(

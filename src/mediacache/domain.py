@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from enum import StrEnum
 
 
@@ -41,3 +42,18 @@ TRANSITIONS: dict[CacheStatus, frozenset[CacheStatus]] = {
 
 def can_transition(source: CacheStatus, target: CacheStatus) -> bool:
     return source in TRANSITIONS.get(target, frozenset())
+
+
+def parse_asset_id(value: object) -> uuid.UUID | None:
+    """The asset id `value` names, or None for a legacy storage key or nothing.
+
+    Resolution, cleanup and the backfill all apply this one rule to tell ids from legacy keys.
+    """
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str) and len(value) in (32, 36):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            return None
+    return None

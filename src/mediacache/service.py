@@ -14,7 +14,7 @@ from mediacache.apptables import AppTablesMixin
 from mediacache.db.engine import check_migrated, create_engine
 from mediacache.db.repository import AssetRecord, AssetRepository
 from mediacache.db.types import utcnow
-from mediacache.domain import CacheStatus
+from mediacache.domain import CacheStatus, parse_asset_id
 from mediacache.errors import DatabaseError, MediaCacheError, QueueUnavailableError, StorageError
 from mediacache.netguard import validate_url
 from mediacache.queue import JobQueue
@@ -143,7 +143,7 @@ class MediaCache(AppTablesMixin):
         if original_urls is not None and len(original_urls) != len(values):
             raise ValueError(f"get_urls got {len(values)} values but {len(original_urls)} original URLs")
         originals = list(original_urls) if original_urls is not None else [None] * len(values)
-        parsed = [_as_uuid(v) for v in values]
+        parsed = [parse_asset_id(v) for v in values]
         assets = await self.repo.resolvables([p for p in parsed if p is not None])
         ttl_s = self.settings.url_ttl_s
         out: list[str | None] = []
@@ -165,7 +165,7 @@ class MediaCache(AppTablesMixin):
         return out
 
     async def get_asset(self, asset_id: str | uuid.UUID) -> AssetRecord | None:
-        parsed = _as_uuid(asset_id)
+        parsed = parse_asset_id(asset_id)
         return None if parsed is None else await self.repo.get(parsed)
 
     # ---- statistics and maintenance ------------------------------------------------------
@@ -250,17 +250,6 @@ class MediaCache(AppTablesMixin):
     async def stored_bytes(self) -> int:
         """The total size of the stored objects of CACHED assets."""
         return await self.repo.stored_bytes()
-
-
-def _as_uuid(value: object) -> uuid.UUID | None:
-    if isinstance(value, uuid.UUID):
-        return value
-    if isinstance(value, str) and len(value) in (32, 36):
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            return None
-    return None
 
 
 def _not_a_string(value: object) -> str:

@@ -22,10 +22,10 @@ import mimetypes
 import uuid
 from collections.abc import Callable, Iterable
 
-from mediacache.apptables.media import parse_asset_id
 from mediacache.apptables.models import KEY_COLUMNS
 from mediacache.apptables.records import BackfillReport, LegacyKeyProblem
 from mediacache.apptables.refs_repository import LegacyAsset, RefsRepository
+from mediacache.domain import parse_asset_id
 from mediacache.errors import UnsafeKeyError
 from mediacache.storage.base import ObjectInfo, ObjectStore
 

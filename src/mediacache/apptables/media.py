@@ -23,18 +23,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 
-def parse_asset_id(value: object) -> uuid.UUID | None:
-    """The asset id `value` names, or None for a legacy key or nothing: the rule `get_urls` applies."""
-    if isinstance(value, uuid.UUID):
-        return value
-    if isinstance(value, str) and len(value) in (32, 36):
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            return None
-    return None
-
-
 def same_media(old_url: str | None, new_url: str | None, *, signed_links: bool) -> bool:
     if not old_url or not new_url:
         return False

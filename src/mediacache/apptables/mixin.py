@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mediacache.apptables.backfill import DEFAULT_BATCH_ROWS, backfill_legacy_keys
-from mediacache.apptables.media import MediaPlan, keys_to_check, parse_asset_id
+from mediacache.apptables.media import MediaPlan, keys_to_check
 from mediacache.apptables.records import (
     BackfillReport,
     CarouselRecord,
@@ -22,7 +22,7 @@ from mediacache.apptables.records import (
 )
 from mediacache.apptables.refs_repository import RefsRepository
 from mediacache.apptables.repository import AppRepository, Row
-from mediacache.domain import CacheStatus
+from mediacache.domain import CacheStatus, parse_asset_id
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Column, ColumnElement, Table, Text, and_, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import InterfaceError as SAInterfaceError
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mediacache.apptables.models import KEY_COLUMNS
-from mediacache.apptables.repository import _short
 from mediacache.db.models import CacheAsset
+from mediacache.db.transaction import transaction
 from mediacache.db.types import utcnow
 from mediacache.domain import CacheStatus
-from mediacache.errors import DatabaseError
 
 _assets = cast(Table, CacheAsset.__table__)
 _SETTLED = [CacheStatus.CACHED.value, CacheStatus.FAILED.value]
@@ -54,15 +51,8 @@ class RefsRepository:
         self.engine = engine
         self.display_url = display_url
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except (OperationalError, SAInterfaceError, OSError, ConnectionError) as exc:
-            raise DatabaseError(f"the database {self.display_url} did not answer: {_short(exc)}") from exc
-        except SQLAlchemyError as exc:
-            raise DatabaseError(f"query on {self.display_url} failed: {_short(exc)}") from exc
+    def _tx(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return transaction(self.engine, self.display_url)
 
     def _asset_id_as_key(self) -> ColumnElement[Any]:
         """cache_assets.id written as the application tables write it: `str(uuid)`."""

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from sqlalchemy import ColumnElement, Insert, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mediacache.apptables.models import carousel_images, carousel_slides, carousels, post_images, posts, profiles
 from mediacache.apptables.records import RecordNotFoundError
+from mediacache.db.transaction import transaction
 from mediacache.db.types import utcnow
-from mediacache.errors import DatabaseError
 
 Row = dict[str, Any]
 
@@ -30,28 +28,13 @@ _POST_COLUMNS = [
 _IMAGE_FIELDS = ("position", "original_url", "image_key", "width", "height")
 
 
-def _short(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
-
-
 class AppRepository:
     def __init__(self, engine: AsyncEngine, display_url: str = "the database") -> None:
         self.engine = engine
         self.display_url = display_url
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction; driver errors become DatabaseError, as in the cache_assets repository."""
-        try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except (OperationalError, SAInterfaceError, OSError, ConnectionError) as exc:
-            raise DatabaseError(f"the database {self.display_url} did not answer: {_short(exc)}") from exc
-        except IntegrityError as exc:
-            raise DatabaseError(f"{self.display_url} refused the write: {_short(exc)}") from exc
-        except SQLAlchemyError as exc:
-            raise DatabaseError(f"query on {self.display_url} failed: {_short(exc)}") from exc
+    def _tx(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return transaction(self.engine, self.display_url)
 
     def _insert(self, table: Any) -> Insert:
         # ON CONFLICT is spelled the same on both, but each dialect has its own Insert construct.

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -26,15 +26,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import InterfaceError as SAInterfaceError
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from mediacache.db.models import CacheAsset
+from mediacache.db.transaction import transaction
 from mediacache.db.types import UTCDateTime, utcnow
 from mediacache.domain import TRANSITIONS, CacheStatus
-from mediacache.errors import DatabaseError
 
 T = TypeVar("T")
 _t = cast(Table, CacheAsset.__table__)
@@ -129,16 +127,9 @@ class AssetRepository:
         # trip instead of three, which is most of the database time of a small download.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    @asynccontextmanager
-    async def _tx(self, *, single_statement: bool = False) -> AsyncIterator[AsyncConnection]:
+    def _tx(self, *, single_statement: bool = False) -> AbstractAsyncContextManager[AsyncConnection]:
         """A transaction (or, for one statement, autocommit); driver errors become DatabaseError."""
-        try:
-            async with (self._autocommit if single_statement else self.engine).begin() as conn:
-                yield conn
-        except (OperationalError, SAInterfaceError, OSError, ConnectionError) as exc:
-            raise DatabaseError(f"the database {self.display_url} did not answer: {_short(exc)}") from exc
-        except SQLAlchemyError as exc:
-            raise DatabaseError(f"query on {self.display_url} failed: {_short(exc)}") from exc
+        return transaction(self._autocommit if single_statement else self.engine, self.display_url)
 
     async def run(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async with self._tx() as conn:
@@ -361,8 +352,3 @@ class AssetRepository:
         stmt = select(func.coalesce(func.sum(_t.c.size_bytes), 0)).where(_t.c.status == CacheStatus.CACHED.value)
         async with self._tx() as conn:
             return int((await conn.execute(stmt)).scalar() or 0)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
