@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,6 +42,9 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
                 worker = CacheWorker(cache)
                 await worker.start()
             app.state.cache = cache
+            # Start-up objects live as long as the process; frozen, full garbage collections
+            # stop walking them (each walk stalled requests for about 35 ms).
+            gc.freeze()
             yield
         except BaseException as exc:
             # Kept for whoever runs the server: uvicorn only logs a failed start-up.
