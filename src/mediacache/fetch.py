@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+import zlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC
@@ -74,23 +75,62 @@ class Download:
         return sniffed, body()
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
-        """The body, chunk by chunk, with the size limit and Content-Length enforced."""
-        received = 0
+        """The decoded body, chunk by chunk, with the size limit and Content-Length enforced.
+
+        A compressed body is inflated here, a bounded piece at a time, rather than by httpx, which
+        inflates whole network reads: a small gzip bomb would otherwise blow far past the size
+        limit in memory before the limit is even checked.
+        """
+        inflate = _inflater(self.response.headers.get("content-encoding"), self.url)
+        raw_bytes = received = 0
         try:
-            async for chunk in self.response.aiter_bytes():
-                received += len(chunk)
-                if received > self.max_bytes:
-                    raise FetchError(ErrorKind.TOO_LARGE,
-                                     f"{self.url} sent more than the limit of {self.max_bytes} bytes "
-                                     "(MEDIACACHE_MAX_BYTES)")
-                yield chunk
+            async for raw in self.response.aiter_raw():
+                raw_bytes += len(raw)
+                for piece in inflate(raw, self.max_bytes - received + 1):
+                    received += len(piece)
+                    if received > self.max_bytes:
+                        raise FetchError(ErrorKind.TOO_LARGE,
+                                         f"{self.url} sent more than the limit of {self.max_bytes} bytes "
+                                         "(MEDIACACHE_MAX_BYTES)")
+                    yield piece
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.url) from exc
         expected = self.content_length
-        # An identity-encoded body shorter than its Content-Length was cut off: never a cached file.
-        if expected is not None and received != expected and not self.response.headers.get("content-encoding"):
+        # A body shorter than its Content-Length was cut off: never a cached file.
+        if expected is not None and raw_bytes != expected:
             raise FetchError(ErrorKind.TRANSIENT,
-                             f"{self.url} sent {received} bytes of the {expected} its Content-Length announced")
+                             f"{self.url} sent {raw_bytes} bytes of the {expected} its Content-Length announced")
+
+
+_INFLATE_STEP_BYTES = 256 * 1024
+
+
+def _inflater(encoding: str | None, url: str) -> Callable[[bytes, int], Iterator[bytes]]:
+    """A function turning raw body bytes into decoded pieces of at most 256 KiB each."""
+    name = (encoding or "identity").strip().lower()
+    if name in ("", "identity"):
+        return lambda raw, _limit: iter((raw,)) if raw else iter(())
+    if name not in ("gzip", "x-gzip", "deflate"):
+        raise FetchError(ErrorKind.UNSUPPORTED_TYPE, f"{url} sent a body in Content-Encoding {name!r}, "
+                                                     "which mediacache does not decode (it asks for identity)")
+    # 47: zlib or gzip header, whichever the body has (servers label deflate streams loosely).
+    decoder = zlib.decompressobj(wbits=47)
+
+    def inflate(raw: bytes, limit: int) -> Iterator[bytes]:
+        data = raw
+        while data:
+            try:
+                piece = decoder.decompress(data, max(1, min(limit, _INFLATE_STEP_BYTES)))
+            except zlib.error as exc:
+                raise FetchError(ErrorKind.TRANSIENT, f"{url} sent a corrupt {name} body: {exc}") from exc
+            data = decoder.unconsumed_tail
+            if not piece and data:
+                raise FetchError(ErrorKind.TRANSIENT, f"{url} sent a {name} body that does not decode")
+            if piece:
+                limit -= len(piece)
+                yield piece
+
+    return inflate
 
 
 class Fetcher:
