@@ -1,0 +1,41 @@
+"""Cleanup when the store fails: the row stays (no row points nowhere) and the failure is counted."""
+
+from __future__ import annotations
+
+import socket
+
+from mediacache.domain import CacheStatus
+from mediacache.service import MediaCache
+from tests.conftest import SettingsFactory, WorkerFactory, wait_until
+from tests.origin import Origin
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_failed_delete_keeps_the_row_and_is_reported(
+        cache: MediaCache, start_worker: WorkerFactory, origin: Origin, make_settings: SettingsFactory) -> None:
+    ids = await cache.cache_images([origin.url(f"/media/{i}.jpg?size=3000") for i in range(3)])
+    await start_worker()
+
+    async def cached() -> bool:
+        return (await cache.cache_stats()).cached == 3
+    await wait_until(cached, what="three cached assets")
+
+    # The same database, but a store that cannot be reached: every delete fails.
+    unreachable = make_settings(storage="s3", s3_endpoint_url=f"http://127.0.0.1:{_closed_port()}",
+                                r2_access_key_id="k", r2_secret_access_key="s", r2_bucket_name="b")
+    async with MediaCache(unreachable) as broken:
+        report = await broken.cleanup_report(days=0)
+    assert (report.removed, report.not_cleaned) == (0, 3)
+    for asset_id in ids:
+        rec = await cache.get_asset(asset_id)
+        assert rec is not None and rec.status is CacheStatus.CACHED
+        assert await cache.store.head(rec.cache_key or "") is not None
+
+    # Once the store answers, the same cleanup removes them, objects first.
+    assert await cache.cleanup(days=0) == 3
+    assert (await cache.cache_stats()).total == 0
