@@ -27,9 +27,10 @@ from hypothesis import strategies as st
 
 from mediacache.domain import CacheStatus, ErrorKind
 from mediacache.errors import FetchError, InvalidURLError
-from mediacache.netguard import AddressPolicy, GuardedNetworkBackend, host_address
+from mediacache.netguard import AddressPolicy, GuardedNetworkBackend
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
+from mediacache.urls import host_address
 from tests.conftest import SettingsFactory, WorkerFactory, wait_until
 from tests.hostile_origin import HostileOrigin, png_bytes
 

@@ -22,17 +22,8 @@ from hypothesis import strategies as st
 
 from mediacache.domain import ErrorKind
 from mediacache.errors import FetchError, InvalidURLError
-from mediacache.netguard import (
-    AddressPolicy,
-    GuardedNetworkBackend,
-    IPAddress,
-    ValidURL,
-    check_redirect,
-    guarded_client,
-    guarded_transport,
-    host_address,
-    validate_url,
-)
+from mediacache.netguard import AddressPolicy, GuardedNetworkBackend, guarded_client, guarded_transport
+from mediacache.urls import IPAddress, ValidURL, check_redirect, host_address, validate_url
 
 TIKTOK_URL = ("https://p16-sign-va.tiktokcdn.com/tos-maliva-avt-0068/7310~c5_1080x1080.jpeg?lk3s=a5d48078"
               "&x-expires=1733000000&x-signature=AbCdEfGhIjKlMnOp%3D&shp=a5d48078")

@@ -19,7 +19,8 @@ import pytest
 from mediacache.errors import ConfigError, StorageUnavailableError, UnsafeKeyError
 from mediacache.settings import load_settings
 from mediacache.storage import open_store
-from mediacache.storage.s3 import S3Store, s3_store_from_settings
+from mediacache.storage.s3 import S3Store
+from mediacache.storage.s3_settings import s3_store_from_settings
 from tests.s3_fixtures import s3_bucket, s3_server, s3_settings_overrides  # noqa: F401
 from tests.s3server import S3Server, list_multipart_uploads
 

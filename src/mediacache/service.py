@@ -16,11 +16,11 @@ from mediacache.db.repository import AssetRecord, AssetRepository
 from mediacache.db.types import utcnow
 from mediacache.domain import CacheStatus, parse_asset_id
 from mediacache.errors import DatabaseError, MediaCacheError, QueueUnavailableError, StorageError
-from mediacache.netguard import validate_url
 from mediacache.queue import JobQueue
 from mediacache.records import CacheStats, CleanupResult, ImageRef, QueueStats, TikTokMedia
 from mediacache.settings import Settings, load_settings
 from mediacache.storage import ObjectStore, open_store
+from mediacache.urls import validate_url
 
 log = logging.getLogger("mediacache")
 

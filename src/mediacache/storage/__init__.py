@@ -12,7 +12,7 @@ __all__ = ["LocalStore", "ObjectInfo", "ObjectStore", "open_store"]
 def open_store(settings: Settings) -> ObjectStore:
     """The local directory, or S3/R2 when MEDIACACHE_STORAGE or the S3 variables say so."""
     if settings.storage_backend == "s3":
-        from mediacache.storage.s3 import s3_store_from_settings
+        from mediacache.storage.s3_settings import s3_store_from_settings
 
         return s3_store_from_settings(settings)
     return LocalStore(settings.objects_dir, public_base_url=settings.public_base_url,
