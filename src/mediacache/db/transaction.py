@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -20,8 +20,13 @@ async def transaction(engine: AsyncEngine, display_url: str) -> AsyncIterator[As
             yield conn
     except (OperationalError, SAInterfaceError, OSError, ConnectionError) as exc:
         raise DatabaseError(f"the database {display_url} did not answer: {short_error(exc)}") from exc
-    except IntegrityError as exc:
-        raise DatabaseError(f"{display_url} refused the write: {short_error(exc)}") from exc
+    except DBAPIError as exc:
+        # A connection that died under a statement (the server restarted) is not a bad query.
+        if exc.connection_invalidated:
+            raise DatabaseError(f"the database {display_url} did not answer: {short_error(exc)}") from exc
+        if isinstance(exc, IntegrityError):
+            raise DatabaseError(f"{display_url} refused the write: {short_error(exc)}") from exc
+        raise DatabaseError(f"query on {display_url} failed: {short_error(exc)}") from exc
     except SQLAlchemyError as exc:
         raise DatabaseError(f"query on {display_url} failed: {short_error(exc)}") from exc
 
