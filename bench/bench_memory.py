@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bench_env, origin, peak_rss_mib, rss_mib, start_workers, stop_workers
+from common import bench_env, drop_queue_keys, origin, peak_rss_mib, rss_mib, start_workers, stop_workers
 
 from origin import expected_sha256
 
@@ -66,6 +66,7 @@ def main() -> None:
             peak = peak_rss_mib(pid)
         finally:
             stop_workers(procs)
+            drop_queue_keys(env)
     print(json.dumps({
         "bench": "memory", "storage": args.storage, "size_mib": args.size_mb, "status": result["status"],
         "seconds": round(float(result["seconds"]), 2),  # type: ignore[arg-type]

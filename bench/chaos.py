@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bench_env, origin, start_workers, stop_workers
+from common import bench_env, drop_queue_keys, origin, start_workers, stop_workers
 
 from origin import expected_sha256
 
@@ -101,7 +101,10 @@ def main() -> None:
         env = bench_env(data_dir, MEDIACACHE_LOCK_DURATION_MS="2000", MEDIACACHE_LEASE_S="3",
                         MEDIACACHE_RECONCILE_INTERVAL_S="5")
         subprocess.run([sys.executable, "-m", "mediacache", "db", "upgrade"], env=env, check=True, capture_output=True)
-        print(json.dumps(asyncio.run(run(args, env, base, data_dir))))
+        try:
+            print(json.dumps(asyncio.run(run(args, env, base, data_dir))))
+        finally:
+            drop_queue_keys(env)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,20 @@ def bench_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def drop_queue_keys(env: dict[str, str]) -> None:
+    """Deletes the Redis keys of this run's private queue prefix."""
+    import redis
+
+    client = redis.Redis(host=env.get("REDIS_HOST", "127.0.0.1"), port=int(env.get("REDIS_PORT", "6379")),
+                         db=int(env.get("REDIS_DB", "0")))
+    try:
+        keys = list(client.scan_iter(match=f"{env['MEDIACACHE_QUEUE_PREFIX']}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 def peak_rss_mib(pid: int) -> float:
     """VmHWM: the most resident memory the process ever had."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
