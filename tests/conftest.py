@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import hypothesis
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import event
@@ -24,6 +25,11 @@ from mediacache.service import MediaCache
 from mediacache.settings import Settings, load_settings
 from mediacache.worker import CacheWorker
 from tests.origin import Origin
+
+# Wall-clock deadlines per example fail on a busy machine for reasons that have nothing to do with
+# the code; the properties are what these tests check, not speed (benchmarks do that).
+hypothesis.settings.register_profile("mediacache", deadline=None)
+hypothesis.settings.load_profile("mediacache")
 
 PG_ADMIN_DSN = os.environ.get("MEDIACACHE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
