@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -74,13 +73,11 @@ CASES: list[tuple[str, str, bytes | None, dict[str, str], int]] = [
     ("POST", "/api/assets", b'<xml/>', {"Content-Type": "application/xml"}, 422),
 ]
 
+# SQLite only: what is tested here is HTTP; both databases are covered in test_api.py.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
-@pytest.fixture
-def db_url(sqlite_template: Path, tmp_path: Path) -> str:
-    """SQLite only: what is tested here is HTTP; both databases are covered in test_api.py."""
-    path = tmp_path / "mediacache.db"
-    path.write_bytes(sqlite_template.read_bytes())
-    return f"sqlite+aiosqlite:///{path}"
+
+
 
 
 async def test_a_battery_of_malformed_requests_gets_4xx_json(make_settings: SettingsFactory) -> None:

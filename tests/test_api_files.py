@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
@@ -17,13 +16,11 @@ from tests.test_api_support import Api, raw_request, running_api
 
 VIDEO_BYTES = 1_000_003  # not a multiple of any read chunk
 
+# SQLite only: what is tested here is HTTP; both databases are covered in test_api.py.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
-@pytest.fixture
-def db_url(sqlite_template: Path, tmp_path: Path) -> str:
-    """SQLite only: what is tested here is HTTP; both databases are covered in test_api.py."""
-    path = tmp_path / "mediacache.db"
-    path.write_bytes(sqlite_template.read_bytes())
-    return f"sqlite+aiosqlite:///{path}"
+
+
 
 
 @pytest.fixture

@@ -20,16 +20,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "dashboard.png"
 UPDATE_TIMEOUT_MS = 15_000  # the page polls every 2 s
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                reason=f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+# SQLite only: the page is what is tested here; both databases are covered in test_api.py.
+pytestmark = [
+    pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason=f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"),
+]
 
 
-@pytest.fixture
-def db_url(sqlite_template: Path, tmp_path: Path) -> str:
-    """SQLite only: the page is what is tested here; both databases are covered in test_api.py."""
-    path = tmp_path / "mediacache.db"
-    path.write_bytes(sqlite_template.read_bytes())
-    return f"sqlite+aiosqlite:///{path}"
 
 
 @pytest.fixture
