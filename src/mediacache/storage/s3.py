@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import obstore
 from obstore.exceptions import BaseError as ObstoreError
-from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store as ObstoreS3Store
 
 from mediacache.errors import ConfigError, StorageError, StorageUnavailableError
 from mediacache.settings import MAX_PRESIGN_TTL_S
 from mediacache.storage.base import ObjectInfo
 from mediacache.storage.keys import check_key
+from mediacache.storage.s3_errors import classify, http_status, network_cause, s3_code, summary
 
 if TYPE_CHECKING:
     from obstore import Attributes, GetOptions
@@ -37,8 +36,6 @@ _LIST_PAGE = 1000
 # A cancelled upload waits this long for obstore to abort its multipart upload before giving up.
 _UNDO_TIMEOUT_S = 30.0
 _PROBE_PREFIX = "mediacache-probe"
-
-Problem = Literal["credentials", "bucket", "unreachable", "other"]
 
 
 class _UploadAborted(Exception):
@@ -110,7 +107,7 @@ class S3Store:
                 client_options=client_options, retry_config=retry_config)
         except (ObstoreError, ValueError) as exc:
             raise ConfigError(f"cannot set up S3 storage for bucket {self.bucket!r} at {self.endpoint}: "
-                              f"{_summary(exc)}") from exc
+                              f"{summary(exc)}") from exc
 
     def __repr__(self) -> str:
         # Never the credentials.
@@ -223,8 +220,7 @@ class S3Store:
         except FileNotFoundError:
             raise FileNotFoundError(f"no object {key!r} in bucket {self.bucket!r}") from None
         except (ObstoreError, OSError) as exc:
-            status = _STATUS.search(str(exc))
-            if status is not None and status.group(1) == "416":
+            if http_status(exc) == 416:
                 # The range starts at or past the end: nothing to send, as with a local file.
                 return
             raise self._error("read", key, exc) from exc
@@ -275,7 +271,7 @@ class S3Store:
     def _unavailable_message(self, exc: BaseException) -> str:
         where = self.endpoint
         problem = classify(exc)
-        code = _s3_code(exc)
+        code = s3_code(exc)
         if problem == "credentials":
             return (f"S3 storage at {where} refused our credentials for bucket {self.bucket!r} "
                     f"({code or 'HTTP 401/403'}): check R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY (an access key "
@@ -284,9 +280,9 @@ class S3Store:
             return (f"bucket {self.bucket!r} does not exist at {where} ({code or 'HTTP 404'}): create it, or fix "
                     "R2_BUCKET_NAME (and R2_ACCOUNT_ID or S3_ENDPOINT_URL if the bucket lives elsewhere)")
         if problem == "unreachable":
-            return (f"S3 endpoint {where} cannot be reached ({_network_cause(exc)}): check S3_ENDPOINT_URL or "
+            return (f"S3 endpoint {where} cannot be reached ({network_cause(exc)}): check S3_ENDPOINT_URL or "
                     "R2_ACCOUNT_ID, DNS and the network, and that the server is running")
-        return f"S3 storage at {where} refused a test write to bucket {self.bucket!r}: {_summary(exc)}"
+        return f"S3 storage at {where} refused a test write to bucket {self.bucket!r}: {summary(exc)}"
 
     async def close(self) -> None:
         # obstore keeps no connection that needs closing; its pool goes with the object.
@@ -294,7 +290,7 @@ class S3Store:
 
     def _error(self, action: str, key: str, exc: BaseException) -> StorageError:
         where = self.endpoint
-        return StorageError(f"S3 {action} of {key!r} in bucket {self.bucket!r} at {where} failed: {_summary(exc)}")
+        return StorageError(f"S3 {action} of {key!r} in bucket {self.bucket!r} at {where} failed: {summary(exc)}")
 
 
 class _StaticCredentials:
@@ -370,57 +366,3 @@ class _Feed:
         if self._puller is not None:
             # The source may be waiting on a slow download: interrupt it rather than wait.
             self._puller.cancel()
-
-
-# ---- errors ---------------------------------------------------------------------------------------
-
-_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
-_MESSAGE = re.compile(r"<Message>([^<]{1,300})</Message>")
-_STATUS = re.compile(r"status code: (\d{3})")
-_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
-                     "ExpiredToken", "AuthorizationHeaderMalformed"}
-
-
-def _s3_code(exc: BaseException) -> str | None:
-    match = _CODE.search(str(exc))
-    return match.group(1) if match else None
-
-
-def classify(exc: BaseException) -> Problem:
-    """What an obstore error says about the store: bad credentials, no bucket, no connection, or other."""
-    text = str(exc)
-    code = _s3_code(exc)
-    if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or code in _CREDENTIAL_CODES:
-        return "credentials"
-    if code == "NoSuchBucket" or isinstance(exc, FileNotFoundError):
-        # A PUT answered 404 can only mean that the bucket is missing.
-        return "bucket"
-    if "error sending request" in text or "tcp connect error" in text or "dns error" in text or "timed out" in text:
-        return "unreachable"
-    return "other"
-
-
-def _network_cause(exc: BaseException) -> str:
-    text = str(exc)
-    for needle, cause in (("dns error", "the host name does not resolve"),
-                          ("Connection refused", "connection refused"),
-                          ("timed out", "timed out"), ("TimedOut", "timed out"),
-                          ("Network is unreachable", "network unreachable"),
-                          ("certificate", "TLS certificate problem")):
-        if needle in text:
-            return cause
-    return "no connection"
-
-
-def _summary(exc: BaseException) -> str:
-    """The gist of an obstore error: HTTP status, S3 error code and message; never its debug dump."""
-    head = str(exc).split("\n\nDebug source:", 1)[0]
-    code = _s3_code(exc)
-    if code is not None:
-        status = _STATUS.search(head)
-        message = _MESSAGE.search(head)
-        return (f"HTTP {status.group(1)} " if status else "") + code + (f": {message.group(1)}" if message else "")
-    if classify(exc) == "unreachable":
-        return f"{_network_cause(exc)} ({head.rsplit(' - ', 1)[-1].strip()[:200]})"
-    first_line = head.split("\n", 1)[0].strip()
-    return first_line if len(first_line) <= 400 else first_line[:400] + "..."
