@@ -67,9 +67,9 @@ async def test_an_attempt_whose_lease_was_taken_over_deletes_its_own_copy(
             return rec is not None and rec.status is CacheStatus.DOWNLOADING
         await wait_until(downloading, what="the slow attempt to claim the asset")
         # The slow attempt's lease runs out (as if its worker hung); another attempt takes over.
-        await a.repo.run(lambda conn: conn.execute(
-            update(CacheAsset.__table__).where(CacheAsset.__table__.c.id == asset_id)
-            .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))))
+        async with a.engine.begin() as conn:
+            await conn.execute(update(CacheAsset.__table__).where(CacheAsset.__table__.c.id == asset_id)
+                               .values(lease_until=datetime.now(UTC) - timedelta(seconds=1)))
         fast = await CacheJobHandler(settings, b.repo, b.store, fb).process(asset_id, final_attempt=False)
         assert fast.status == "cached"
         late = await slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,9 @@ JOB_NAME = "cache-media"
 # Completed jobs are only bookkeeping (the database holds the truth), so Redis keeps few of them.
 KEEP_COMPLETED = {"age": 3600, "count": 1000}
 KEEP_FAILED = {"age": 7 * 24 * 3600}
+# Removals in flight at once: retry-failed and reconcile remove thousands of old jobs, and one
+# round trip after another would take seconds.
+_REMOVE_BATCH = 100
 
 
 def job_options(asset_id: uuid.UUID, settings: Settings) -> dict[str, Any]:
@@ -79,17 +83,14 @@ class JobQueue:
     async def requeue(self, items: Sequence[tuple[uuid.UUID, str]]) -> None:
         """Adds fresh jobs for assets whose old job may still sit in Redis (failed or completed):
         BullMQ ignores an add whose job id exists, so the old job is removed first."""
-        try:
-            for asset_id, _ in items:
-                await self._queue.remove(str(asset_id))
-        except (RedisError, OSError) as exc:
-            raise self._unavailable(exc, "removing finished jobs") from exc
+        await self.remove([asset_id for asset_id, _ in items])
         await self.add_bulk(items)
 
     async def remove(self, ids: Sequence[uuid.UUID]) -> None:
+        """Removes the jobs of `ids` (missing ones are fine), a batch of removals at a time."""
         try:
-            for asset_id in ids:
-                await self._queue.remove(str(asset_id))
+            for start in range(0, len(ids), _REMOVE_BATCH):
+                await asyncio.gather(*(self._queue.remove(str(i)) for i in ids[start:start + _REMOVE_BATCH]))
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc, "removing jobs") from exc
 

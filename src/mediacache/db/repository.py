@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -34,7 +34,6 @@ from mediacache.db.transaction import transaction
 from mediacache.db.types import UTCDateTime, utcnow
 from mediacache.domain import TRANSITIONS, CacheStatus
 
-T = TypeVar("T")
 _t = cast(Table, CacheAsset.__table__)
 
 
@@ -130,10 +129,6 @@ class AssetRepository:
     def _tx(self, *, single_statement: bool = False) -> AbstractAsyncContextManager[AsyncConnection]:
         """A transaction (or, for one statement, autocommit); driver errors become DatabaseError."""
         return transaction(self._autocommit if single_statement else self.engine, self.display_url)
-
-    async def run(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        async with self._tx() as conn:
-            return await fn(conn)
 
     # ---- enqueue -------------------------------------------------------------------------
 

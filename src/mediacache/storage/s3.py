@@ -177,14 +177,9 @@ class S3Store:
 
     async def delete(self, key: str) -> bool:
         check_key(key)
-        # S3's DeleteObject answers 204 whether or not the key existed, so ask first.
         try:
+            # S3's DeleteObject answers 204 whether or not the key existed, so ask first.
             await obstore.head_async(self._store, key)
-        except FileNotFoundError:
-            return False
-        except (ObstoreError, OSError) as exc:
-            raise self._error("delete", key, exc) from exc
-        try:
             await obstore.delete_async(self._store, key)
         except FileNotFoundError:
             return False
