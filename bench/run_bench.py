@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.s3server: bucket calls
 
-from common import HERE, cpu_seconds, peak_rss_mib, start_workers, stop_workers
+from common import HERE, bench_env, cpu_seconds, peak_rss_mib, start_workers, stop_workers
 
 from origin import expected_sha256
 
@@ -39,14 +39,11 @@ BENCH_DB = "postgresql://postgres@127.0.0.1:55432/mediacache_bench"
 
 
 def bench_settings_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIACACHE_")}
-    env.update({
-        "REDIS_HOST": "127.0.0.1", "REDIS_PORT": "6379", "REDIS_DB": "5",
-        "DATABASE_URL": os.environ.get("DATABASE_URL", BENCH_DB),
-        "MEDIACACHE_DATA_DIR": str(data_dir), "MEDIACACHE_ALLOWED_NETWORKS": "127.0.0.0/8",
-        "MEDIACACHE_SIGNING_SECRET": "bench", "MEDIACACHE_STORAGE": os.environ.get("MEDIACACHE_STORAGE", "s3"),
-        "MEDIACACHE_RECONCILE_INTERVAL_S": "0",
-    })
+    """bench_env on the harness's services: Redis DB 5, the bench PostgreSQL, SeaweedFS unless told otherwise."""
+    env = bench_env(data_dir, REDIS_HOST="127.0.0.1", REDIS_PORT="6379", REDIS_DB="5",
+                    DATABASE_URL=os.environ.get("DATABASE_URL", BENCH_DB),
+                    MEDIACACHE_STORAGE=os.environ.get("MEDIACACHE_STORAGE", "s3"),
+                    MEDIACACHE_RECONCILE_INTERVAL_S="0")
     if env["MEDIACACHE_STORAGE"] == "s3":
         env.setdefault("S3_ENDPOINT_URL", "http://127.0.0.1:8333")
         env.setdefault("R2_ACCESS_KEY_ID", "anchoraccess")
