@@ -39,3 +39,20 @@ async def test_a_failed_delete_keeps_the_row_and_is_reported(
     # Once the store answers, the same cleanup removes them, objects first.
     assert await cache.cleanup(days=0) == 3
     assert (await cache.cache_stats()).total == 0
+
+
+async def test_an_object_already_gone_is_not_an_error(
+        cache: MediaCache, start_worker: WorkerFactory, origin: Origin) -> None:
+    ids = await cache.cache_images([origin.url(f"/media/{i}.jpg?size=3000") for i in range(2)])
+    await start_worker()
+
+    async def cached() -> bool:
+        return (await cache.cache_stats()).cached == 2
+    await wait_until(cached, what="two cached assets")
+    gone = await cache.get_asset(ids[0])
+    assert gone is not None and gone.cache_key is not None
+    await cache.store.delete(gone.cache_key)  # removed behind our back
+
+    report = await cache.cleanup_report(days=0)
+    assert (report.removed, report.not_cleaned) == (2, 0)
+    assert (await cache.cache_stats()).total == 0

@@ -167,3 +167,22 @@ async def test_gc_finds_orphans_and_missing_objects_and_reconcile_repairs(
     assert report.missing_objects == [(str(ids[1]), gone.cache_key)] and report.requeued_missing == 1
     await wait_until(lambda: _all_cached(cache, ids), what="the repaired asset")
     assert (await collect(cache, dry_run=True)).dangling_rows == []
+
+
+async def test_an_expired_lease_with_no_live_job_is_taken_over(
+        cache: MediaCache, start_worker: WorkerFactory, origin: Origin, queue_prefix: str) -> None:
+    asset_id = await cache.cache_image(origin.url("/media/4.jpg?size=4000"))
+    # A worker claimed it and died; its lease has run out and Redis lost the job.
+    assert await cache.repo.claim(asset_id, "0" * 32, lease_s=0.001) is not None
+    client = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    await client.delete(*[k async for k in client.scan_iter(match=f"{queue_prefix}:*")])
+    await client.aclose()
+    assert await _is(cache, asset_id, CacheStatus.DOWNLOADING)
+
+    report = await reconcile(cache, min_age_s=0)
+    assert report.requeued == 1
+    await start_worker()
+    await wait_until(lambda: _is(cache, asset_id, CacheStatus.CACHED), what="the takeover of the dead lease")
+    rec = await cache.get_asset(asset_id)
+    assert rec is not None and rec.attempts == 2
+    assert (await cache.cache_stats()).downloading == 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
 from mediacache.service import MediaCache
-from tests.conftest import WorkerFactory, count_queries, wait_until
+from tests.conftest import SettingsFactory, WorkerFactory, count_queries, wait_until
 from tests.origin import Origin
 
 
@@ -56,3 +58,24 @@ async def test_get_urls_of_a_thousand_ids_is_one_query(cache: MediaCache) -> Non
 
 async def test_a_malformed_legacy_key_falls_back_to_the_original(cache: MediaCache) -> None:
     assert await cache.get_url("../../etc/passwd", "https://orig/x.jpg") == "https://orig/x.jpg"
+
+
+async def test_s3_urls_are_presigned_locally_in_one_query_with_no_request_to_the_store(
+        make_settings: SettingsFactory) -> None:
+    # An endpoint where nothing listens: any request to the store would fail or hang.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    s3 = {"storage": "s3", "s3_endpoint_url": closed, "r2_access_key_id": "id", "r2_secret_access_key": "secret",
+          "r2_bucket_name": "media"}
+    async with MediaCache(make_settings(**s3)) as cache:
+        pending = await cache.cache_image("https://cdn.example.com/a.jpg")
+        with count_queries(cache) as statements:
+            urls = await asyncio.wait_for(cache.get_urls([pending, "legacy/covers/1.jpg", None]), 2)
+        assert len(statements) == 1
+        assert urls[0] == "https://cdn.example.com/a.jpg" and urls[2] is None
+        legacy = urlsplit(urls[1] or "")
+        assert f"{legacy.scheme}://{legacy.netloc}" == closed and legacy.path == "/media/legacy/covers/1.jpg"
+        assert "X-Amz-Signature=" in legacy.query and "X-Amz-Expires=3600" in legacy.query
+    async with MediaCache(make_settings(**s3, r2_public_url="https://media.example.com")) as public:
+        assert await public.get_url("legacy/covers/1.jpg") == "https://media.example.com/legacy/covers/1.jpg"
