@@ -72,7 +72,7 @@ async def measure(rounds: int) -> dict[str, Any]:
         gc.freeze()
         resolve_frozen = [await timed_get_urls(cache, values) for _ in range(200)]
         gc.unfreeze()
-        event.listen(cache.engine.sync_engine, "before_cursor_execute", count)
+        event.listen(cache.backends.engine.sync_engine, "before_cursor_execute", count)
         await cache.get_urls(values)
     return {
         "bench": "latency", "rounds": rounds,

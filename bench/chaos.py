@@ -41,7 +41,6 @@ async def run(args: argparse.Namespace, env: dict[str, str], base: str, log_dir:
     os.environ.update(env)
     from mediacache import MediaCache
     from mediacache.domain import CacheStatus
-    from mediacache.gc import collect
 
     urls = urls_for(base, args.assets)
     workers = start_workers(env, args.workers, args.concurrency, log_dir)
@@ -70,7 +69,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], base: str, log_dir:
         stats = await cache.cache_stats()
         objects_root = cache.settings.objects_dir / "media"
         duplicated = sum(1 for i in ids if len(list((objects_root / str(i)).glob("*"))) > 1)
-        gc_report = await collect(cache, dry_run=True)
+        gc_report = await cache.collect_garbage(dry_run=True)
         mismatched = 0
         for index, asset_id in enumerate(ids):
             rec = await cache.get_asset(asset_id)

@@ -88,7 +88,7 @@ async def timed(env: dict[str, str], urls: list[str], pids: list[int], timeout_s
     from mediacache import MediaCache
 
     async with MediaCache.from_env() as cache:
-        await cache.queue.ping()  # connect before the clock starts
+        await cache.backends.queue.ping()  # connect before the clock starts
         await cache.cache_stats()
         cpu0 = sum(cpu_seconds(p) for p in pids)
         split_file = os.environ.get("BENCH_CPU_SPLIT")
@@ -119,12 +119,12 @@ async def verify(env: dict[str, str], sample: int) -> tuple[int, int]:
 
     ok = checked = 0
     async with MediaCache.from_env() as cache:
-        rows = await cache.repo.cached_page(None, 100_000)
+        rows = await cache.backends.assets.cached_page(None, 100_000)
         for asset_id, key in random.sample(rows, min(sample, len(rows))):
             rec = await cache.get_asset(asset_id)
             assert rec is not None and rec.status is CacheStatus.CACHED
             digest = hashlib.sha256()
-            async for chunk in cache.store.open_stream(key):
+            async for chunk in cache.backends.store.open_stream(key):
                 digest.update(chunk)
             path = httpx.URL(rec.original_url).path
             kind, n = path.split("/")[1], int(path.split("/")[2].split(".")[0])

@@ -1,16 +1,13 @@
-"""Shared fixtures: a real HTTP origin, SQLite and PostgreSQL databases, Redis under a private prefix."""
+"""The suite's fixtures, each defined once: origins, SQLite and PostgreSQL databases, Redis under a private
+prefix, caches, workers and the HTTP service. Helpers they use live in `tests.support`."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
-import socket
-import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +15,30 @@ import asyncpg
 import hypothesis
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import event
 
-from mediacache.migrate import upgrade
+from mediacache.db.schema import upgrade
 from mediacache.service import MediaCache
 from mediacache.settings import Settings, load_settings
 from mediacache.worker import CacheWorker
-from tests.origin import Origin
+from tests.support.api import Api, running_api
+from tests.support.hostile_origin import HostileOrigin
+from tests.support.origin import Origin
+from tests.support.processes import PrivateRedis
+from tests.support.services import (
+    MEDIACACHE_ENV_PREFIXES,
+    PG_ADMIN_DSN,
+    REDIS_HOST,
+    REDIS_PORT,
+    SettingsFactory,
+    WorkerFactory,
+)
 
 # Wall-clock deadlines per example fail on a busy machine for reasons that have nothing to do with
 # the code; the properties are what these tests check, not speed (benchmarks do that).
 hypothesis.settings.register_profile("mediacache", deadline=None)
 hypothesis.settings.load_profile("mediacache")
 
-PG_ADMIN_DSN = os.environ.get("MEDIACACHE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+pytest_plugins = ["tests.support.s3_plugin"]
 
 
 @pytest.fixture(scope="session")
@@ -111,9 +117,6 @@ async def redis_cleanup(queue_prefix: str) -> AsyncIterator[None]:
         await client.aclose()
 
 
-SettingsFactory = Callable[..., Settings]
-
-
 @pytest.fixture
 def make_settings(db_url: str, tmp_path: Path, queue_prefix: str, redis_cleanup: None) -> SettingsFactory:
     def factory(**overrides: Any) -> Settings:
@@ -134,9 +137,6 @@ async def cache(make_settings: SettingsFactory) -> AsyncIterator[MediaCache]:
     await mc.close()
 
 
-WorkerFactory = Callable[..., Awaitable[CacheWorker]]
-
-
 @pytest.fixture
 async def start_worker(cache: MediaCache) -> AsyncIterator[WorkerFactory]:
     """Starts in-process workers on the test's queue; stops them at the end of the test."""
@@ -153,55 +153,6 @@ async def start_worker(cache: MediaCache) -> AsyncIterator[WorkerFactory]:
         await w.stop(grace_s=5)
 
 
-async def wait_until(predicate: Callable[[], Awaitable[bool]], *, timeout_s: float = 30.0,
-                     interval_s: float = 0.05, what: str = "condition") -> None:
-    """Polls `predicate` until it is true; fails the test with `what` after `timeout_s`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(interval_s)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, on its own port, that the test can stop and start."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is needed for this test (Debian package redis-server)"
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--dir", str(self.workdir), "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError("private redis-server exited") from None
-                time.sleep(0.025)
-        raise RuntimeError("private redis-server did not open its port")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server = PrivateRedis(tmp_path / "redis")
@@ -211,16 +162,28 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.stop()
 
 
-@contextmanager
-def count_queries(cache: MediaCache) -> Iterator[list[str]]:
-    """The SQL statements `cache` sends while the block runs."""
-    statements: list[str] = []
+@pytest.fixture
+async def api(make_settings: SettingsFactory) -> AsyncIterator[Api]:
+    """The HTTP service with an in-process worker on a free port of 127.0.0.1."""
+    async with running_api(make_settings) as running:
+        yield running
 
-    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
 
-    event.listen(cache.engine.sync_engine, "before_cursor_execute", on_execute)
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileOrigin]:
+    """The hostile origin on 127.0.0.2 (and friends); it fails the module if its canary was reached."""
+    server = HostileOrigin().start()
+    yield server
     try:
-        yield statements
+        assert server.canary_connections == 0, f"the canary was reached from {server.canary and server.canary.peers}"
     finally:
-        event.remove(cache.engine.sync_engine, "before_cursor_execute", on_execute)
+        server.stop()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No mediacache variable from the shell, and no stray ./.env: settings come from the test alone."""
+    for name in list(os.environ):
+        if name.startswith(MEDIACACHE_ENV_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)

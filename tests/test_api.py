@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-import pytest
-
 from mediacache.api.routes_files import redirect_max_age_s
-from tests.conftest import SettingsFactory
-from tests.origin import Origin, body
-from tests.test_api_support import Api, new_id, running_api
-
-
-@pytest.fixture
-async def api(make_settings: SettingsFactory) -> AsyncIterator[Api]:
-    async with running_api(make_settings) as running:
-        yield running
+from tests.support.api import Api, new_id, running_api
+from tests.support.origin import Origin, body
+from tests.support.services import SettingsFactory
 
 
 async def test_queue_watch_cached_and_follow_media_to_the_bytes(api: Api, origin: Origin) -> None:

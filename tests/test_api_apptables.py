@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
-from tests.conftest import SettingsFactory
-from tests.origin import Origin, body
-from tests.test_api_support import Api, running_api
-
-
-@pytest.fixture
-async def api(make_settings: SettingsFactory) -> AsyncIterator[Api]:
-    async with running_api(make_settings) as running:
-        yield running
+from tests.support.api import Api, running_api
+from tests.support.origin import Origin, body
+from tests.support.services import SettingsFactory
 
 
 async def test_tiktok_posts_and_carousels_come_back_with_stored_media(api: Api, origin: Origin) -> None:

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import SettingsFactory
-from tests.test_api_support import new_id, raw_request, running_api
+from tests.support.api import new_id, raw_request, running_api
+from tests.support.services import SettingsFactory
 
 JSON = {"Content-Type": "application/json"}
 LONG_URL = "http://127.0.0.1:9/" + "a" * 9000
@@ -118,7 +118,7 @@ _targets = st.sampled_from(["/api/assets", "/api/assets/batch", "/api/urls", "/a
 
 @pytest.mark.slow
 def test_random_bodies_never_cause_a_500(make_settings: SettingsFactory) -> None:
-    from tests.test_api_support import api_in_thread
+    from tests.support.api import api_in_thread
 
     with api_in_thread(make_settings) as url, httpx.Client(base_url=url, timeout=30) as client:
         @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -134,7 +134,7 @@ def test_random_bodies_never_cause_a_500(make_settings: SettingsFactory) -> None
 
 @pytest.mark.slow
 def test_random_paths_never_cause_a_500(make_settings: SettingsFactory) -> None:
-    from tests.test_api_support import api_in_thread
+    from tests.support.api import api_in_thread
 
     with api_in_thread(make_settings) as url, httpx.Client(base_url=url, timeout=30) as client:
         @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))

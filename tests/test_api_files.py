@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
 from mediacache.storage.signing import sign_path
-from tests.conftest import SettingsFactory
-from tests.origin import Origin, body
-from tests.test_api_support import Api, raw_request, running_api
+from tests.support.api import Api, raw_request
+from tests.support.origin import Origin, body
 
 VIDEO_BYTES = 1_000_003  # not a multiple of any read chunk
 
@@ -21,12 +19,6 @@ pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 
-
-
-@pytest.fixture
-async def api(make_settings: SettingsFactory) -> AsyncIterator[Api]:
-    async with running_api(make_settings) as running:
-        yield running
 
 
 async def _cached_video(api: Api, origin: Origin) -> tuple[str, str]:

@@ -14,11 +14,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mediacache import metrics as worker_metrics
 from mediacache.errors import QueueUnavailableError
-from tests.conftest import SettingsFactory, wait_until
-from tests.origin import Origin
-from tests.test_api_support import new_id, running_api
+from mediacache.worker import metrics as worker_metrics
+from tests.support.api import new_id, running_api
+from tests.support.origin import Origin
+from tests.support.services import SettingsFactory
+from tests.support.waiting import wait_until
 
 TOKEN = "s3cret-token-ü"
 

@@ -8,13 +8,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from mediacache.apptables import RecordNotFoundError, TikTokPostRecord
+from mediacache import RecordNotFoundError, TikTokPostRecord
 from mediacache.apptables.models import posts, profiles
 from mediacache.domain import CacheStatus
 from mediacache.errors import InvalidURLError
 from mediacache.service import MediaCache
-from tests.conftest import WorkerFactory, count_queries, wait_until
-from tests.origin import Origin
+from tests.support.origin import Origin
+from tests.support.queries import count_queries
+from tests.support.services import WorkerFactory
+from tests.support.waiting import wait_until
 
 
 def media_urls(origin: Origin, n: int, query: str = "") -> dict[str, Any]:
@@ -47,13 +49,13 @@ async def _all_cached(cache: MediaCache, keys: Sequence[str | None]) -> bool:
 async def test_saving_a_post_queues_its_five_media_urls_in_one_batch_into_the_right_columns(
         cache: MediaCache, origin: Origin, monkeypatch: pytest.MonkeyPatch) -> None:
     batches: list[int] = []
-    add_bulk = cache.queue.add_bulk
+    add_bulk = cache.backends.queue.add_bulk
 
     async def counting_add_bulk(items: Any) -> Any:
         batches.append(len(items))
         return await add_bulk(items)
 
-    monkeypatch.setattr(cache.queue, "add_bulk", counting_add_bulk)
+    monkeypatch.setattr(cache.backends.queue, "add_bulk", counting_add_bulk)
     media = media_urls(origin, 1)
     post = await cache.save_tiktok_post(tiktok_id="7300000000000000001", username="@alice", nickname="Alice",
                                         tiktok_user_id="6800000000000000001", description="first", **media)
@@ -111,7 +113,7 @@ async def test_saving_the_same_post_again_updates_it_and_keeps_media_already_que
                                                                      if k != first.cover_key]
     assert (await cache.cache_stats()).total == 6
 
-    async with cache.engine.connect() as conn:
+    async with cache.backends.engine.connect() as conn:
         counts = [(await conn.execute(select(func.count()).select_from(t))).scalar_one() for t in (posts, profiles)]
     assert counts == [1, 1]
 
@@ -170,7 +172,7 @@ async def test_a_row_holding_a_legacy_storage_key_resolves_to_that_keys_storage_
         cache: MediaCache, origin: Origin) -> None:
     post = await cache.save_tiktok_post(tiktok_id="7300000000000000004", username="dave",
                                         cover_url=origin.url("/media/41.jpg"))
-    async with cache.engine.begin() as conn:
+    async with cache.backends.engine.begin() as conn:
         await conn.execute(update(posts).where(posts.c.id == post.id)
                            .values(video_key="tiktok/videos/7300000000000000004.mp4", video_original_url=None))
     read = await cache.get_tiktok_post(post.id)

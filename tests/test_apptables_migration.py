@@ -20,10 +20,10 @@ from alembic.runtime.migration import MigrationContext
 import mediacache.apptables.models  # noqa: F401  (the application tables on Base.metadata)
 from mediacache.db.engine import create_engine
 from mediacache.db.models import Base, CacheAsset
-from mediacache.migrate import alembic_config
+from mediacache.db.schema import alembic_config
 from mediacache.settings import load_settings
-from tests.conftest import PG_ADMIN_DSN
-from tests.test_cli import cli
+from tests.support.processes import cli
+from tests.support.services import PG_ADMIN_DSN
 
 APP_TABLES = {"carousels", "carousel_images", "carousel_slides", "tiktok_profiles", "tiktok_posts",
               "tiktok_post_images"}

@@ -12,9 +12,9 @@ from mediacache.apptables.backfill import legacy_asset_id
 from mediacache.apptables.models import KEY_COLUMNS, carousel_images, carousel_slides, carousels, posts, profiles
 from mediacache.domain import CacheStatus
 from mediacache.service import MediaCache
-from tests.conftest import SettingsFactory
-from tests.origin import Origin
-from tests.test_cli import acli
+from tests.support.origin import Origin
+from tests.support.processes import acli
+from tests.support.services import SettingsFactory
 
 OBJECTS = {
     "legacy/avatars/alice.jpg": b"\xff\xd8\xff\xe0" + b"a" * 1000,
@@ -33,13 +33,13 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
 async def make_legacy_rows(cache: MediaCache, origin: Origin) -> dict[str, int]:
     """Rows as the application wrote them before mediacache: storage keys in the `*_key` columns."""
     for key, data in OBJECTS.items():
-        await cache.store.put_stream(key, _chunks(data))
+        await cache.backends.store.put_stream(key, _chunks(data))
     p1 = await cache.save_tiktok_post(tiktok_id="7100000000000000001", username="alice")
     p2 = await cache.save_tiktok_post(tiktok_id="7100000000000000002", username="alice")
     # A new row whose cover is a cache asset id already: the backfill must not touch it.
     p3 = await cache.save_tiktok_post(tiktok_id="7100000000000000003", username="zed",
                                       cover_url=origin.url("/media/71.jpg"))
-    async with cache.engine.begin() as conn:
+    async with cache.backends.engine.begin() as conn:
         await conn.execute(update(profiles).where(profiles.c.username == "alice")
                            .values(avatar_key="legacy/avatars/alice.jpg"))
         await conn.execute(update(posts).where(posts.c.id == p1.id).values(
@@ -59,7 +59,7 @@ async def make_legacy_rows(cache: MediaCache, origin: Origin) -> dict[str, int]:
 
 async def key_snapshot(cache: MediaCache) -> list[tuple[str, str, int, Any]]:
     out = []
-    async with cache.engine.connect() as conn:
+    async with cache.backends.engine.connect() as conn:
         for table, col, _url in KEY_COLUMNS:
             for row_id, value in (await conn.execute(select(table.c.id, col).order_by(table.c.id))).all():
                 out.append((table.name, col.name, row_id, value))

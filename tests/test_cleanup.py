@@ -6,8 +6,9 @@ import socket
 
 from mediacache.domain import CacheStatus
 from mediacache.service import MediaCache
-from tests.conftest import SettingsFactory, WorkerFactory, wait_until
-from tests.origin import Origin
+from tests.support.origin import Origin
+from tests.support.services import SettingsFactory, WorkerFactory
+from tests.support.waiting import wait_until
 
 
 def _closed_port() -> int:
@@ -34,7 +35,7 @@ async def test_a_failed_delete_keeps_the_row_and_is_reported(
     for asset_id in ids:
         rec = await cache.get_asset(asset_id)
         assert rec is not None and rec.status is CacheStatus.CACHED
-        assert await cache.store.head(rec.cache_key or "") is not None
+        assert await cache.backends.store.head(rec.cache_key or "") is not None
 
     # Once the store answers, the same cleanup removes them, objects first.
     assert await cache.cleanup(days=0) == 3
@@ -51,7 +52,7 @@ async def test_an_object_already_gone_is_not_an_error(
     await wait_until(cached, what="two cached assets")
     gone = await cache.get_asset(ids[0])
     assert gone is not None and gone.cache_key is not None
-    await cache.store.delete(gone.cache_key)  # removed behind our back
+    await cache.backends.store.delete(gone.cache_key)  # removed behind our back
 
     report = await cache.cleanup_report(days=0)
     assert (report.removed, report.not_cleaned) == (2, 0)

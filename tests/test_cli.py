@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -14,29 +13,14 @@ from typing import Any
 import pytest
 import redis
 
+from mediacache.broker.embedded import redis_or_embedded
 from mediacache.domain import CacheStatus
-from mediacache.embedded import redis_or_embedded
 from mediacache.service import MediaCache
-from mediacache.settings import Settings, load_settings
-from tests.conftest import SettingsFactory, WorkerFactory, wait_until
-from tests.origin import Origin, sha256_of
-
-
-def cli(settings: Settings, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MEDIACACHE_", "DATABASE_"))}
-    env.update({
-        "DATABASE_URL": settings.sqlalchemy_url, "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(settings.redis_port),
-        "MEDIACACHE_QUEUE_PREFIX": settings.queue_prefix, "MEDIACACHE_DATA_DIR": str(settings.data_dir),
-        "MEDIACACHE_SIGNING_SECRET": "test-secret", "MEDIACACHE_ALLOWED_NETWORKS": "127.0.0.0/8",
-        "COLUMNS": "200",
-    })
-    return subprocess.run([sys.executable, "-m", "mediacache", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout_s, check=False)
-
-
-async def acli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """`cli` off the event loop, so the in-process worker of the test keeps running."""
-    return await asyncio.to_thread(cli, settings, *args)
+from mediacache.settings import load_settings
+from tests.support.origin import Origin, sha256_of
+from tests.support.processes import acli, cli
+from tests.support.services import SettingsFactory, WorkerFactory
+from tests.support.waiting import wait_until
 
 
 async def test_cache_wait_url_stats_retry_and_cleanup(

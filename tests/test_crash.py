@@ -13,12 +13,11 @@ import redis.asyncio as aioredis
 
 from mediacache.domain import CacheStatus
 from mediacache.errors import QueueUnavailableError
-from mediacache.gc import collect
-from mediacache.reconcile import reconcile
 from mediacache.service import MediaCache
-from tests.conftest import REDIS_HOST, REDIS_PORT, PrivateRedis, SettingsFactory, WorkerFactory, wait_until
-from tests.origin import Origin, sha256_of
-from tests.test_worker_process import _spawn, _wait_for_log
+from tests.support.origin import Origin, sha256_of
+from tests.support.processes import PrivateRedis, spawn_worker, wait_for_log
+from tests.support.services import REDIS_HOST, REDIS_PORT, SettingsFactory, WorkerFactory
+from tests.support.waiting import wait_until
 
 FAST_RECOVERY = {"lock_duration_ms": 2000, "lease_s": 3.0}
 
@@ -44,7 +43,7 @@ async def test_worker_killed_mid_download_is_taken_over_and_nothing_stays_downlo
     size = 6 * 1024 * 1024
     async with MediaCache(settings) as mc:
         asset_id = await mc.cache_image(origin.url(f"/slow/5.mp4?size={size}&chunk=131072&delay_ms=60"))
-        first = _spawn(settings, tmp_path / "a.log", **env)
+        first = spawn_worker(settings, tmp_path / "a.log", **env)
         try:
             await wait_until(lambda: _is(mc, asset_id, CacheStatus.DOWNLOADING), what="the first download")
             await wait_until(lambda: _has_progress(mc), timeout_s=10, what="a partial upload")
@@ -56,9 +55,9 @@ async def test_worker_killed_mid_download_is_taken_over_and_nothing_stays_downlo
         rec = await mc.get_asset(asset_id)
         assert rec is not None and rec.status is CacheStatus.DOWNLOADING  # the dead worker's lease
 
-        second = _spawn(settings, tmp_path / "b.log", **env)
+        second = spawn_worker(settings, tmp_path / "b.log", **env)
         try:
-            await _wait_for_log(tmp_path / "b.log", "worker ready", second)
+            await wait_for_log(tmp_path / "b.log", "worker ready", second)
             await wait_until(lambda: _is(mc, asset_id, CacheStatus.CACHED), timeout_s=60, what="the takeover")
         finally:
             second.send_signal(signal.SIGTERM)
@@ -70,7 +69,7 @@ async def test_worker_killed_mid_download_is_taken_over_and_nothing_stays_downlo
         assert hashlib.sha256(objects[0].read_bytes()).hexdigest() == rec.sha256
         stats = await mc.cache_stats()
         assert (stats.downloading, stats.pending, stats.cached) == (0, 0, 1)
-        report = await collect(mc, dry_run=True)
+        report = await mc.collect_garbage(dry_run=True)
         assert report.orphan_objects == [] and report.dangling_rows == []
 
 
@@ -120,10 +119,10 @@ async def test_lost_jobs_are_requeued_by_reconciliation(
         await client.aclose()
         assert (await mc.queue_stats()).waiting == 0
 
-        report = await reconcile(mc, min_age_s=0)
+        report = await mc.reconcile(min_age_s=0)
         assert report.requeued == 12
         assert (await mc.queue_stats()).waiting == 12
-        assert (await reconcile(mc, min_age_s=0)).requeued == 0  # live jobs are left alone
+        assert (await mc.reconcile(min_age_s=0)).requeued == 0  # live jobs are left alone
 
         client = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT)
         await client.delete(*[k async for k in client.scan_iter(match=f"{queue_prefix}:*")])
@@ -145,41 +144,41 @@ async def test_gc_finds_orphans_and_missing_objects_and_reconcile_repairs(
     loser = f"media/{ids[0]}/0123456789abcdef.jpg"
     legacy = "legacy/not-ours.jpg"
     for key in (stranger, loser, legacy):
-        await cache.store.put_stream(key, chunks())  # type: ignore[arg-type]
+        await cache.backends.store.put_stream(key, chunks())  # type: ignore[arg-type]
     gone = await cache.get_asset(ids[1])
     assert gone is not None and gone.cache_key is not None
-    await cache.store.delete(gone.cache_key)
+    await cache.backends.store.delete(gone.cache_key)
 
-    dry = await collect(cache, dry_run=True)
+    dry = await cache.collect_garbage(dry_run=True)
     assert sorted(dry.orphan_objects) == sorted([stranger, loser])
     assert dry.deleted_objects == 0 and dry.dangling_rows == [(str(ids[1]), gone.cache_key)]
-    assert await cache.store.head(stranger) is not None
+    assert await cache.backends.store.head(stranger) is not None
 
-    done = await collect(cache, dry_run=False)
+    done = await cache.collect_garbage(dry_run=False)
     assert done.deleted_objects == 2
-    assert await cache.store.head(stranger) is None and await cache.store.head(loser) is None
-    assert await cache.store.head(legacy) is not None  # legacy keys are never collected
+    assert await cache.backends.store.head(stranger) is None and await cache.backends.store.head(loser) is None
+    assert await cache.backends.store.head(legacy) is not None  # legacy keys are never collected
     for asset_id in (ids[0], ids[2]):
         rec = await cache.get_asset(asset_id)
-        assert rec is not None and await cache.store.head(rec.cache_key or "") is not None
+        assert rec is not None and await cache.backends.store.head(rec.cache_key or "") is not None
 
-    report = await reconcile(cache, requeue_missing=True)
+    report = await cache.reconcile(requeue_missing=True)
     assert report.missing_objects == [(str(ids[1]), gone.cache_key)] and report.requeued_missing == 1
     await wait_until(lambda: _all_cached(cache, ids), what="the repaired asset")
-    assert (await collect(cache, dry_run=True)).dangling_rows == []
+    assert (await cache.collect_garbage(dry_run=True)).dangling_rows == []
 
 
 async def test_an_expired_lease_with_no_live_job_is_taken_over(
         cache: MediaCache, start_worker: WorkerFactory, origin: Origin, queue_prefix: str) -> None:
     asset_id = await cache.cache_image(origin.url("/media/4.jpg?size=4000"))
     # A worker claimed it and died; its lease has run out and Redis lost the job.
-    assert await cache.repo.claim(asset_id, "0" * 32, lease_s=0.001) is not None
+    assert await cache.backends.assets.claim(asset_id, "0" * 32, lease_s=0.001) is not None
     client = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT)
     await client.delete(*[k async for k in client.scan_iter(match=f"{queue_prefix}:*")])
     await client.aclose()
     assert await _is(cache, asset_id, CacheStatus.DOWNLOADING)
 
-    report = await reconcile(cache, min_age_s=0)
+    report = await cache.reconcile(min_age_s=0)
     assert report.requeued == 1
     await start_worker()
     await wait_until(lambda: _is(cache, asset_id, CacheStatus.CACHED), what="the takeover of the dead lease")

@@ -10,9 +10,10 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from mediacache.domain import CacheStatus
-from tests.conftest import SettingsFactory, wait_until
-from tests.origin import Origin
-from tests.test_api_support import Api, new_id, running_api
+from tests.support.api import Api, new_id, running_api
+from tests.support.origin import Origin
+from tests.support.services import SettingsFactory
+from tests.support.waiting import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

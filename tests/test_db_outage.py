@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from mediacache.db.schema import upgrade_async
 from mediacache.domain import CacheStatus
 from mediacache.errors import DatabaseError
-from mediacache.migrate import upgrade_async
 from mediacache.service import MediaCache
 from mediacache.settings import load_settings
-from tests.conftest import SettingsFactory, WorkerFactory, wait_until
-from tests.origin import Origin
+from tests.support.origin import Origin
+from tests.support.services import SettingsFactory, WorkerFactory
+from tests.support.waiting import wait_until
 
 
 def _pg_bin(name: str) -> str:

@@ -12,8 +12,10 @@ import redis.asyncio as aioredis
 from mediacache.domain import CacheStatus
 from mediacache.errors import InvalidURLError, QueueUnavailableError
 from mediacache.service import MediaCache
-from tests.conftest import REDIS_HOST, REDIS_PORT, PrivateRedis, SettingsFactory, WorkerFactory, wait_until
-from tests.origin import Origin
+from tests.support.origin import Origin
+from tests.support.processes import PrivateRedis
+from tests.support.services import REDIS_HOST, REDIS_PORT, SettingsFactory, WorkerFactory
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.parametrize("bad", [

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mediacache.expiry import is_expired, link_expiry
+from mediacache.fetching.expiry import is_expired, link_expiry
 
 T = 1_733_000_000  # 2024-11-30T20:53:20Z
 WHEN = datetime.fromtimestamp(T, UTC)

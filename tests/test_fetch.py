@@ -14,18 +14,11 @@ import pytest
 
 from mediacache.domain import ErrorKind
 from mediacache.errors import FetchError
-from mediacache.fetch import Fetcher
+from mediacache.fetching.fetch import Fetcher
 from mediacache.settings import load_settings
-from tests.hostile_origin import HostileOrigin, jpeg_body
+from tests.support.hostile_origin import HostileOrigin, jpeg_body
 
 LIMIT_BYTES = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def hostile() -> Iterator[HostileOrigin]:
-    server = HostileOrigin().start()
-    yield server
-    server.stop()
 
 
 def _fetcher(tmp_path: Path) -> Fetcher:

@@ -27,12 +27,13 @@ from hypothesis import strategies as st
 
 from mediacache.domain import CacheStatus, ErrorKind
 from mediacache.errors import FetchError, InvalidURLError
-from mediacache.netguard import AddressPolicy, GuardedNetworkBackend
+from mediacache.fetching.netguard import AddressPolicy, GuardedNetworkBackend
+from mediacache.fetching.urls import host_address
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
-from mediacache.urls import host_address
-from tests.conftest import SettingsFactory, WorkerFactory, wait_until
-from tests.hostile_origin import HostileOrigin, png_bytes
+from tests.support.hostile_origin import HostileOrigin, png_bytes
+from tests.support.services import SettingsFactory, WorkerFactory
+from tests.support.waiting import wait_until
 
 MAX_BYTES = 1024 * 1024
 # Only the hostile origin's address is opened; the canary's 127.0.0.1 and ::1 stay blocked.
@@ -46,16 +47,6 @@ HOSTILE_SETTINGS: dict[str, Any] = {
     "backoff_ms": 1000,
 }
 ATTEMPTS = 3
-
-
-@pytest.fixture(scope="module")
-def hostile() -> Iterator[HostileOrigin]:
-    server = HostileOrigin().start()
-    yield server
-    try:
-        assert server.canary_connections == 0, f"the canary was reached from {server.canary and server.canary.peers}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -333,8 +324,8 @@ async def test_every_bad_url_is_refused_or_fails_with_its_kind_and_the_canary_se
 
     ids = dict(zip([c.name for c in queued], await cache.cache_images([urls[c.name] for c in queued]), strict=True))
     foreign = [(uuid.uuid4(), urls[c.name]) for c in bypassed]
-    await cache.repo.insert_pending(foreign)
-    await cache.queue.add_bulk(foreign)
+    await cache.backends.assets.insert_pending(foreign)
+    await cache.backends.queue.add_bulk(foreign)
     ids.update(zip([c.name for c in bypassed], [i for i, _ in foreign], strict=True))
 
     started = time.monotonic()

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from mediacache.domain import ErrorKind
 from mediacache.errors import FetchError, InvalidURLError
-from mediacache.netguard import AddressPolicy, GuardedNetworkBackend, guarded_client, guarded_transport
-from mediacache.urls import IPAddress, ValidURL, check_redirect, host_address, validate_url
+from mediacache.fetching.netguard import AddressPolicy, GuardedNetworkBackend, guarded_client, guarded_transport
+from mediacache.fetching.urls import IPAddress, ValidURL, check_redirect, host_address, validate_url
 
 TIKTOK_URL = ("https://p16-sign-va.tiktokcdn.com/tos-maliva-avt-0068/7310~c5_1080x1080.jpeg?lk3s=a5d48078"
               "&x-expires=1733000000&x-signature=AbCdEfGhIjKlMnOp%3D&shp=a5d48078")
@@ -589,7 +589,7 @@ async def test_resolution_failures_and_timeouts_are_connect_errors() -> None:
 
 
 async def test_real_resolver_checks_localhost(servers: tuple[TinyServer, TinyServer]) -> None:
-    from mediacache.netguard import system_resolver
+    from mediacache.fetching.netguard import system_resolver
 
     addresses = await system_resolver("localhost", 80)
     assert addresses and all(AddressPolicy().blocked_reason(a) == "loopback" for a in addresses)

@@ -9,9 +9,10 @@ import pytest
 
 from mediacache.domain import CacheStatus
 from mediacache.service import MediaCache
-from tests.conftest import SettingsFactory, WorkerFactory, wait_until
-from tests.origin import Origin, sha256_of
-from tests.s3_fixtures import s3_bucket, s3_server, s3_settings_overrides  # noqa: F401
+from tests.support.origin import Origin, sha256_of
+from tests.support.s3_plugin import s3_settings_overrides
+from tests.support.services import SettingsFactory, WorkerFactory
+from tests.support.waiting import wait_until
 
 
 async def _settled(cache: MediaCache, ids: list[uuid.UUID]) -> bool:
@@ -32,11 +33,11 @@ def make_settings(request: pytest.FixtureRequest, make_settings: SettingsFactory
 
 
 async def _stored_bytes(cache: MediaCache, key: str) -> bytes:
-    return b"".join([chunk async for chunk in cache.store.open_stream(key)])
+    return b"".join([chunk async for chunk in cache.backends.store.open_stream(key)])
 
 
 async def _stored_keys(cache: MediaCache) -> list[str]:
-    return [info.key async for info in cache.store.list_keys("media/")]
+    return [info.key async for info in cache.backends.store.list_keys("media/")]
 
 
 async def test_fifty_urls_end_cached_with_the_origins_bytes(

@@ -10,11 +10,13 @@ from sqlalchemy import update
 
 from mediacache.db.models import CacheAsset
 from mediacache.domain import CacheStatus
-from mediacache.fetch import Fetcher
-from mediacache.handler import CacheJobHandler, LeaseHeldError
+from mediacache.errors import LeaseHeldError
+from mediacache.fetching.fetch import Fetcher
 from mediacache.service import MediaCache
-from tests.conftest import SettingsFactory, wait_until
-from tests.origin import Origin
+from mediacache.worker.handler import CacheJobHandler
+from tests.support.origin import Origin
+from tests.support.services import SettingsFactory
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.parametrize("round_", range(3))
@@ -26,8 +28,8 @@ async def test_two_handlers_racing_on_one_asset_store_it_once(
     fa, fb = Fetcher(settings), Fetcher(settings)
     try:
         asset_id = await a.cache_image(origin.url(f"/big/{round_}.mp4?size={2 * 1024 * 1024}"))
-        ha = CacheJobHandler(settings, a.repo, a.store, fa)
-        hb = CacheJobHandler(settings, b.repo, b.store, fb)
+        ha = CacheJobHandler(settings, a.backends.assets, a.backends.store, fa)
+        hb = CacheJobHandler(settings, b.backends.assets, b.backends.store, fb)
         results = await asyncio.gather(ha.process(asset_id, final_attempt=False),
                                        hb.process(asset_id, final_attempt=False), return_exceptions=True)
         cached = [r for r in results if not isinstance(r, BaseException) and r.status == "cached"]
@@ -59,7 +61,7 @@ async def test_an_attempt_whose_lease_was_taken_over_deletes_its_own_copy(
     try:
         size = 1024 * 1024
         asset_id = await a.cache_image(origin.url(f"/slow/9.mp4?size={size}&chunk=65536&delay_ms=40"))
-        slow_handler = CacheJobHandler(settings, a.repo, a.store, fa)
+        slow_handler = CacheJobHandler(settings, a.backends.assets, a.backends.store, fa)
         slow = asyncio.create_task(slow_handler.process(asset_id, final_attempt=False))
 
         async def downloading() -> bool:
@@ -67,10 +69,11 @@ async def test_an_attempt_whose_lease_was_taken_over_deletes_its_own_copy(
             return rec is not None and rec.status is CacheStatus.DOWNLOADING
         await wait_until(downloading, what="the slow attempt to claim the asset")
         # The slow attempt's lease runs out (as if its worker hung); another attempt takes over.
-        async with a.engine.begin() as conn:
+        async with a.backends.engine.begin() as conn:
             await conn.execute(update(CacheAsset.__table__).where(CacheAsset.__table__.c.id == asset_id)
                                .values(lease_until=datetime.now(UTC) - timedelta(seconds=1)))
-        fast = await CacheJobHandler(settings, b.repo, b.store, fb).process(asset_id, final_attempt=False)
+        fast_handler = CacheJobHandler(settings, b.backends.assets, b.backends.store, fb)
+        fast = await fast_handler.process(asset_id, final_attempt=False)
         assert fast.status == "cached"
         late = await slow
         assert late.status == "skipped" and "took the asset over" in late.reason

@@ -9,8 +9,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mediacache.service import MediaCache
-from tests.conftest import SettingsFactory, WorkerFactory, count_queries, wait_until
-from tests.origin import Origin
+from tests.support.origin import Origin
+from tests.support.queries import count_queries
+from tests.support.services import SettingsFactory, WorkerFactory
+from tests.support.waiting import wait_until
 
 
 async def test_get_urls_resolves_every_kind_of_value_in_one_query(

@@ -9,16 +9,9 @@ import pytest
 
 from mediacache.errors import ConfigError
 from mediacache.settings import load_settings, normalize_database_url
+from mediacache.storage.signing import load_signing_key
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith(("REDIS_", "R2_", "S3_", "MEDIACACHE_", "DATABASE_URL")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def test_defaults_are_embedded(tmp_path: Path) -> None:
@@ -117,6 +110,6 @@ def test_storage_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_signing_key_is_generated_once_and_shared(tmp_path: Path) -> None:
     a = load_settings(data_dir=tmp_path / "d")
     b = load_settings(data_dir=tmp_path / "d")
-    key = a.signing_key()
-    assert len(key) == 64 and b.signing_key() == key
+    key = load_signing_key(a.signing_secret, a.data_dir)
+    assert len(key) == 64 and load_signing_key(b.signing_secret, b.data_dir) == key
     assert (tmp_path / "d" / "signing.key").stat().st_mode & 0o077 == 0

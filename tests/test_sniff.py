@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mediacache.fetching.sniff import MEDIA_TYPES, MIN_SNIFF_BYTES, SNIFF_HEAD_BYTES, is_allowed, sniff_content_type
 from mediacache.settings import Settings
-from mediacache.sniff import MEDIA_TYPES, MIN_SNIFF_BYTES, SNIFF_HEAD_BYTES, is_allowed, sniff_content_type
-from tests.origin import body
+from tests.support.origin import body
 
 NOISE = random.Random(7).randbytes(8192)  # stands in for the compressed payload after each header
 

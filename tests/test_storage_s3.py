@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,23 +19,17 @@ from mediacache.settings import load_settings
 from mediacache.storage import open_store
 from mediacache.storage.s3 import S3Store
 from mediacache.storage.s3_settings import s3_store_from_settings
-from tests.s3_fixtures import s3_bucket, s3_server, s3_settings_overrides  # noqa: F401
-from tests.s3server import S3Server, list_multipart_uploads
+from tests.support.s3_plugin import s3_settings_overrides
+from tests.support.s3server import S3Server, list_multipart_uploads
 
 MiB = 1024 * 1024
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # Settings read the environment and ./.env: the developer's own R2 variables must not leak in.
-    for name in list(os.environ):
-        if name.startswith(("R2_", "S3_", "MEDIACACHE_", "AWS_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture
-def store(s3_server: S3Server, s3_bucket: str) -> S3Store:  # noqa: F811
+def store(s3_server: S3Server, s3_bucket: str) -> S3Store:
     return s3_store_from_settings(load_settings(**s3_settings_overrides(s3_server, s3_bucket)))
 
 
@@ -164,7 +156,7 @@ class _DownloadBroke(Exception):
 
 
 async def test_an_upload_whose_source_fails_half_way_leaves_nothing(
-        store: S3Store, s3_server: S3Server, s3_bucket: str) -> None:  # noqa: F811
+        store: S3Store, s3_server: S3Server, s3_bucket: str) -> None:
     data = _payload(20 * MiB, seed=3)
     error = _DownloadBroke("connection reset by origin")
     with pytest.raises(_DownloadBroke) as info:
@@ -175,7 +167,7 @@ async def test_an_upload_whose_source_fails_half_way_leaves_nothing(
     assert list_multipart_uploads(s3_server, s3_bucket) == []
 
 
-async def test_a_cancelled_upload_leaves_nothing(store: S3Store, s3_server: S3Server, s3_bucket: str) -> None:  # noqa: F811
+async def test_a_cancelled_upload_leaves_nothing(store: S3Store, s3_server: S3Server, s3_bucket: str) -> None:
     data = _payload(40 * MiB, seed=4)
     upload = asyncio.create_task(store.put_stream("media/g/cancelled.mp4", _chunks(data, stall_at=20 * MiB)))
     deadline = time.monotonic() + 30
@@ -190,7 +182,7 @@ async def test_a_cancelled_upload_leaves_nothing(store: S3Store, s3_server: S3Se
     assert list_multipart_uploads(s3_server, s3_bucket) == []
 
 
-async def test_a_timeout_around_an_upload_leaves_nothing(store: S3Store, s3_server: S3Server, s3_bucket: str) -> None:  # noqa: F811
+async def test_a_timeout_around_an_upload_leaves_nothing(store: S3Store, s3_server: S3Server, s3_bucket: str) -> None:
     data = _payload(30 * MiB, seed=5)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(1.5):
@@ -311,7 +303,7 @@ def test_aws_variables_of_the_host_do_not_leak_in(monkeypatch: pytest.MonkeyPatc
 
 
 async def test_a_host_session_token_does_not_break_real_requests(
-        monkeypatch: pytest.MonkeyPatch, s3_server: S3Server, s3_bucket: str) -> None:  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch, s3_server: S3Server, s3_bucket: str) -> None:
     monkeypatch.setenv("AWS_SESSION_TOKEN", "host-session-token")
     store = _store_for(s3_server, s3_bucket)
     await store.check_writable()
@@ -368,7 +360,7 @@ def closed_port() -> Iterator[int]:
 
 
 async def test_start_up_errors_tell_credentials_bucket_and_network_apart(
-        s3_server: S3Server, s3_bucket: str, closed_port: int) -> None:  # noqa: F811
+        s3_server: S3Server, s3_bucket: str, closed_port: int) -> None:
     cases = {
         "bad secret": _store_for(s3_server, s3_bucket, secret_access_key="wrong"),
         "bad key id": _store_for(s3_server, s3_bucket, access_key_id="nobody"),
@@ -395,7 +387,7 @@ async def test_start_up_errors_tell_credentials_bucket_and_network_apart(
     assert "wrong" not in messages["bad secret"]  # the secret is never echoed
 
 
-async def test_storage_errors_name_key_and_bucket(s3_server: S3Server, s3_bucket: str) -> None:  # noqa: F811
+async def test_storage_errors_name_key_and_bucket(s3_server: S3Server, s3_bucket: str) -> None:
     from mediacache.errors import StorageError
 
     store = _store_for(s3_server, s3_bucket + "-missing")

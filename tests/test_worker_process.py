@@ -6,42 +6,17 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mediacache.domain import CacheStatus
 from mediacache.service import MediaCache
-from tests.conftest import SettingsFactory, WorkerFactory, wait_until
-from tests.origin import Origin
-
-
-def _env(settings: Any, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MEDIACACHE_", "DATABASE_"))}
-    env.update({
-        "DATABASE_URL": settings.sqlalchemy_url, "REDIS_HOST": "127.0.0.1", "REDIS_PORT": "6379",
-        "MEDIACACHE_QUEUE_PREFIX": settings.queue_prefix, "MEDIACACHE_DATA_DIR": str(settings.data_dir),
-        "MEDIACACHE_SIGNING_SECRET": "test-secret", "MEDIACACHE_ALLOWED_NETWORKS": "127.0.0.0/8",
-        "PYTHONUNBUFFERED": "1",
-    })
-    env.update(extra)
-    return env
-
-
-def _spawn(settings: Any, log: Path, *args: str, **extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "mediacache", "worker", *args],
-                            env=_env(settings, **extra), stdout=log.open("wb"), stderr=subprocess.STDOUT)
-
-
-async def _wait_for_log(log: Path, needle: str, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
-    async def seen() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"worker exited ({proc.returncode}):\n{log.read_text()}")
-        return needle in log.read_text()
-    await wait_until(seen, timeout_s=timeout_s, what=f"{needle!r} in the worker log")
+from tests.support.origin import Origin
+from tests.support.processes import spawn_worker, wait_for_log
+from tests.support.services import SettingsFactory, WorkerFactory
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.parametrize("extra", [[], ["--processes", "2"]], ids=["one", "two-processes"])
@@ -49,7 +24,7 @@ async def test_worker_refuses_an_unmigrated_database(
         make_settings: SettingsFactory, tmp_path: Path, extra: list[str]) -> None:
     settings = make_settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}")
     log = tmp_path / "worker.log"
-    proc = _spawn(settings, log, *extra)
+    proc = spawn_worker(settings, log, *extra)
     assert proc.wait(60) == 1
     text = log.read_text()
     assert "run `mediacache db upgrade`" in text and "has no mediacache tables" in text
@@ -61,9 +36,9 @@ async def test_sigterm_while_idle_and_while_downloading_exits_zero_promptly(
         make_settings: SettingsFactory, tmp_path: Path, origin: Origin) -> None:
     settings = make_settings()
     log = tmp_path / "worker.log"
-    proc = _spawn(settings, log, "--concurrency", "4")
+    proc = spawn_worker(settings, log, "--concurrency", "4")
     try:
-        await _wait_for_log(log, "worker ready", proc)
+        await wait_for_log(log, "worker ready", proc)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0
@@ -76,7 +51,7 @@ async def test_sigterm_while_idle_and_while_downloading_exits_zero_promptly(
     # job back after its grace period and still exits 0.
     async with MediaCache(settings) as mc:
         asset_id = await mc.cache_image(origin.url("/hang"))
-        proc = _spawn(settings, log, "--concurrency", "4", MEDIACACHE_SHUTDOWN_GRACE_S="2",
+        proc = spawn_worker(settings, log, "--concurrency", "4", MEDIACACHE_SHUTDOWN_GRACE_S="2",
                       MEDIACACHE_READ_TIMEOUT_S="120")
         try:
             async def downloading() -> bool:
@@ -123,9 +98,9 @@ async def test_reload_restarts_the_worker_when_the_code_changes(
 
     settings = make_settings()
     log = tmp_path / "reload.log"
-    proc = _spawn(settings, log, "--reload")
+    proc = spawn_worker(settings, log, "--reload")
     try:
-        await _wait_for_log(log, "worker ready", proc)
+        await wait_for_log(log, "worker ready", proc)
         # A change to the package's code (its modification time is enough for the watcher).
         watched = Path(mediacache.__file__).parent / "records.py"
         os.utime(watched)
@@ -148,7 +123,7 @@ async def test_several_processes_share_the_queue_are_restarted_and_stop_together
 
     settings = make_settings()
     log = tmp_path / "supervisor.log"
-    proc = _spawn(settings, log, "--processes", "2", "--concurrency", "4")
+    proc = spawn_worker(settings, log, "--processes", "2", "--concurrency", "4")
     try:
         async def ready(count: int) -> bool:
             return log.read_text().count("worker ready") >= count

@@ -1,19 +1,27 @@
 """The exceptions mediacache raises; library errors are turned into these where they enter.
 
     MediaCacheError
-    ├── ConfigError               a setting is missing, malformed or inconsistent
-    ├── InvalidURLError           a URL refused before anything is written
-    ├── QueueUnavailableError     Redis did not answer; nothing was queued
-    ├── DatabaseError             the database did not answer or refused a query
-    │   └── NotMigratedError      the schema is missing or behind: run `mediacache db upgrade`
-    ├── StorageError              the object store failed or refused an operation
-    │   ├── UnsafeKeyError        a key that would leave the storage root
-    │   └── StorageUnavailableError  the store cannot be reached or written at start-up
-    └── FetchError                a download attempt failed; `kind` says how, `retryable` whether
-                                  another attempt can succeed
+    ├── ConfigError                 a setting is missing, malformed or inconsistent
+    ├── InvalidArgumentError        a call got an argument it cannot use (also a ValueError)
+    │   └── BatchTooLargeError      more items in one call than it accepts
+    ├── InvalidURLError             a URL refused before anything is written
+    ├── RecordNotFoundError         an application row named by id does not exist
+    ├── QueueUnavailableError       Redis did not answer; nothing was queued
+    ├── DatabaseError               the database did not answer or refused a query
+    │   └── NotMigratedError        the schema is missing or behind: run `mediacache db upgrade`
+    ├── StorageError                the object store failed or refused an operation
+    │   ├── UnsafeKeyError          a key that would leave the storage root
+    │   └── StorageUnavailableError the store cannot be reached or written at start-up
+    ├── FetchError                  a download attempt failed; `kind` says how, `retryable` whether
+    │                               another attempt can succeed
+    ├── FinalFailureError           a job attempt that must not be retried (its asset is FAILED)
+    ├── LeaseHeldError              another worker holds the asset; the job waits, spending no attempt
+    └── RangeNotSatisfiableError    an HTTP Range names no byte of the object (416)
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from mediacache.domain import RETRYABLE_KINDS, ErrorKind
 
@@ -26,15 +34,34 @@ class ConfigError(MediaCacheError):
     """A setting is missing, malformed or inconsistent."""
 
 
+class InvalidArgumentError(MediaCacheError, ValueError):
+    """A call got an argument it cannot use: out of range, of the wrong type, or inconsistent.
+
+    It is a ValueError too, so callers that guard a call with `except ValueError` keep working.
+    """
+
+
+class BatchTooLargeError(InvalidArgumentError):
+    """More items in one call than it accepts; split them over several calls."""
+
+    def __init__(self, what: str, count: int, limit: int) -> None:
+        super().__init__(f"{count} {what} in one call; send at most {limit} per call")
+        self.count = count
+        self.limit = limit
+
+
 class InvalidURLError(MediaCacheError):
     """A URL that is refused before anything is written."""
 
     def __init__(self, url: str, reason: str) -> None:
-        shown = url if len(url) <= 200 else url[:200] + "..."
-        super().__init__(f"refused URL {shown!r}: {reason}")
+        super().__init__(f"refused URL {_shown_url(url)!r}: {reason}")
         self.url = url
         self.reason = reason
         self.kind = ErrorKind.INVALID_URL
+
+
+class RecordNotFoundError(MediaCacheError):
+    """An application row that the caller named by id does not exist."""
 
 
 class QueueUnavailableError(MediaCacheError):
@@ -72,3 +99,34 @@ class FetchError(MediaCacheError):
     @property
     def retryable(self) -> bool:
         return self.kind in RETRYABLE_KINDS
+
+
+class FinalFailureError(MediaCacheError):
+    """A job attempt that must not be retried: its asset is FAILED already."""
+
+
+class LeaseHeldError(MediaCacheError):
+    """Another worker holds a live lease on the asset; this job waits until `retry_at` and tries again."""
+
+    def __init__(self, message: str, retry_at: datetime) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+class RangeNotSatisfiableError(MediaCacheError):
+    """The Range header names no byte of the representation: answer 416."""
+
+
+def _shown_url(url: str) -> str:
+    """A URL as it may appear in a message: no password, and not without end."""
+    from urllib.parse import urlsplit
+
+    shown = url if len(url) <= 200 else url[:200] + "..."
+    try:
+        parts = urlsplit(shown)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+            shown = parts._replace(netloc=netloc).geturl()
+    except ValueError:
+        pass
+    return shown

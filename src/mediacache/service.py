@@ -5,38 +5,89 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from mediacache.apptables import AppTablesMixin
-from mediacache.db.engine import check_migrated, create_engine
-from mediacache.db.repository import AssetRecord, AssetRepository
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mediacache.apptables.backfill import DEFAULT_BATCH_ROWS
+from mediacache.apptables.service import AppTables
+from mediacache.broker.jobs import JobQueue
+from mediacache.db.engine import create_engine
+from mediacache.db.repository import AssetRepository
+from mediacache.db.schema import check_migrated
 from mediacache.db.types import utcnow
 from mediacache.domain import CacheStatus, parse_asset_id
-from mediacache.errors import DatabaseError, MediaCacheError, QueueUnavailableError, StorageError
-from mediacache.queue import JobQueue
-from mediacache.records import CacheStats, CleanupResult, ImageRef, QueueStats, TikTokMedia
+from mediacache.errors import (
+    BatchTooLargeError,
+    DatabaseError,
+    InvalidArgumentError,
+    QueueUnavailableError,
+    StorageError,
+)
+from mediacache.fetching.urls import validate_url
+from mediacache.maintenance import cleanup, orphans, reconcile
+from mediacache.records import (
+    AssetRecord,
+    BackfillReport,
+    CacheStats,
+    CarouselRecord,
+    CleanupResult,
+    GcReport,
+    ImageRef,
+    QueueStats,
+    ReconcileReport,
+    TikTokMedia,
+    TikTokPostPage,
+    TikTokPostRecord,
+)
 from mediacache.settings import Settings, load_settings
 from mediacache.storage import ObjectStore, open_store
-from mediacache.urls import validate_url
 
 log = logging.getLogger("mediacache")
 
 MAX_BATCH = 10_000
-_CLEANUP_PAGE = 500
 
 
-class MediaCache(AppTablesMixin):
+class Backends:
+    """The connections one MediaCache owns: database engine, asset repository, store and queue.
+
+    The worker and the HTTP service of this package run on the same ones as the cache they are
+    given (`cache.backends`), so a process holds one pool of each. Applications use the methods
+    of MediaCache, never these.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: AsyncEngine = create_engine(settings.sqlalchemy_url)
+        self.assets = AssetRepository(self.engine, settings.database_display)
+        self.store: ObjectStore = open_store(settings)
+        self._queue: JobQueue | None = None
+
+    @property
+    def queue(self) -> JobQueue:
+        # Created on first use: resolving URLs or reading statistics needs no Redis.
+        if self._queue is None:
+            self._queue = JobQueue(self.settings)
+        return self._queue
+
+    async def close(self) -> None:
+        if self._queue is not None:
+            await self._queue.close()
+            self._queue = None
+        await self.store.close()
+        await self.engine.dispose()
+
+
+class MediaCache:
     """`async with MediaCache.from_env() as cache: asset_id = await cache.cache_image(url)`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine = create_engine(settings.sqlalchemy_url)
-        self.repo = AssetRepository(self.engine, settings.database_display)
-        self.store: ObjectStore = open_store(settings)
-        self._queue: JobQueue | None = None
+        self._backends = Backends(settings)
+        self._apps = AppTables(self, self._backends.engine, self._backends.store)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> MediaCache:
@@ -50,20 +101,26 @@ class MediaCache(AppTablesMixin):
         await self.close()
 
     @property
-    def queue(self) -> JobQueue:
-        if self._queue is None:
-            self._queue = JobQueue(self.settings)
-        return self._queue
+    def backends(self) -> Backends:
+        """The connections of this cache, for the worker and HTTP service of this package."""
+        return self._backends
 
     async def close(self) -> None:
-        if self._queue is not None:
-            await self._queue.close()
-            self._queue = None
-        await self.store.close()
-        await self.engine.dispose()
+        await self._backends.close()
+
+    # ---- readiness -----------------------------------------------------------------------
 
     async def check_migrated(self) -> None:
-        await check_migrated(self.engine, self.settings.database_display)
+        """Raises NotMigratedError (or DatabaseError) unless the schema is at this version's revision."""
+        await check_migrated(self._backends.engine, self.settings.database_display)
+
+    async def ping_queue(self) -> None:
+        """Raises QueueUnavailableError unless Redis answers."""
+        await self._backends.queue.ping()
+
+    async def ping_storage(self) -> None:
+        """Raises StorageError unless the store answers (a HEAD of a key no object has)."""
+        await self._backends.store.head("mediacache-readyz-probe")
 
     # ---- enqueue -------------------------------------------------------------------------
 
@@ -80,19 +137,19 @@ class MediaCache(AppTablesMixin):
         without a job.
         """
         if isinstance(urls, str):
-            raise TypeError("cache_images takes a list of URLs; use cache_image for one")
+            raise InvalidArgumentError("cache_images takes a list of URLs; use cache_image for one")
         if len(urls) > MAX_BATCH:
-            raise MediaCacheError(f"{len(urls)} URLs in one batch; send at most {MAX_BATCH} per call")
+            raise BatchTooLargeError("URLs", len(urls), MAX_BATCH)
         checked = [str(validate_url(u)) for u in urls]
         items = [(uuid.uuid4(), u) for u in checked]
         if not items:
             return []
-        await self.repo.insert_pending(items)
+        await self._backends.assets.insert_pending(items)
         try:
             if len(items) == 1:
-                await self.queue.add(*items[0])
+                await self._backends.queue.add(*items[0])
             else:
-                await self.queue.add_bulk(items)
+                await self._backends.queue.add_bulk(items)
         except QueueUnavailableError:
             await self._forget([i for i, _ in items])
             raise
@@ -100,7 +157,7 @@ class MediaCache(AppTablesMixin):
 
     async def _forget(self, ids: list[uuid.UUID]) -> None:
         try:
-            await self.repo.delete_ids(ids)
+            await self._backends.assets.delete_ids(ids)
         except DatabaseError:
             # Left PENDING without a job; `mediacache reconcile` queues such assets again.
             log.exception("could not remove %d assets whose jobs were not queued", len(ids))
@@ -141,22 +198,25 @@ class MediaCache(AppTablesMixin):
         """Resolves many values with one database query: a CACHED asset gives its storage URL, any
         other asset its original URL, a legacy storage key its storage URL, nothing the original."""
         if original_urls is not None and len(original_urls) != len(values):
-            raise ValueError(f"get_urls got {len(values)} values but {len(original_urls)} original URLs")
+            raise InvalidArgumentError(
+                f"get_urls got {len(values)} values but {len(original_urls)} original URLs; give one "
+                "original URL (or None) per value")
         originals = list(original_urls) if original_urls is not None else [None] * len(values)
         parsed = [parse_asset_id(v) for v in values]
-        assets = await self.repo.resolvables([p for p in parsed if p is not None])
+        assets = await self._backends.assets.resolvables([p for p in parsed if p is not None])
+        store = self._backends.store
         ttl_s = self.settings.url_ttl_s
         out: list[str | None] = []
         for value, asset_id, original in zip(values, parsed, originals, strict=True):
             if asset_id is not None:
                 asset = assets.get(asset_id)
                 if asset is not None and asset.status is CacheStatus.CACHED and asset.cache_key:
-                    out.append(self.store.url(asset.cache_key, ttl_s=ttl_s))
+                    out.append(store.url(asset.cache_key, ttl_s=ttl_s))
                 else:
                     out.append(original or (asset.original_url if asset else None))
             elif value:
                 try:
-                    out.append(self.store.url(str(value), ttl_s=ttl_s))
+                    out.append(store.url(str(value), ttl_s=ttl_s))
                 except StorageError:
                     # A malformed legacy key cannot name an object; fall back as for no value.
                     out.append(original)
@@ -166,15 +226,20 @@ class MediaCache(AppTablesMixin):
 
     async def get_asset(self, asset_id: str | uuid.UUID) -> AssetRecord | None:
         parsed = parse_asset_id(asset_id)
-        return None if parsed is None else await self.repo.get(parsed)
+        return None if parsed is None else await self._backends.assets.get(parsed)
+
+    async def get_assets(self, asset_ids: Sequence[str | uuid.UUID]) -> dict[uuid.UUID, AssetRecord]:
+        """The records of the assets that exist among `asset_ids`, in one query; others are left out."""
+        parsed = {p for p in (parse_asset_id(v) for v in asset_ids) if p is not None}
+        return await self._backends.assets.get_many(sorted(parsed))
 
     # ---- statistics and maintenance ------------------------------------------------------
 
     async def queue_stats(self) -> QueueStats:
-        return await self.queue.stats()
+        return await self._backends.queue.stats()
 
     async def cache_stats(self) -> CacheStats:
-        by_status, failed_by_kind = await self.repo.counts()
+        by_status, failed_by_kind = await self._backends.assets.counts()
         return CacheStats(
             pending=by_status[CacheStatus.PENDING], downloading=by_status[CacheStatus.DOWNLOADING],
             cached=by_status[CacheStatus.CACHED], failed=by_status[CacheStatus.FAILED],
@@ -182,61 +247,54 @@ class MediaCache(AppTablesMixin):
 
     async def retry_failed(self, limit: int = 100_000) -> int:
         """FAILED assets back to PENDING with a fresh job each; returns how many."""
-        moved = await self.repo.reset_failed(limit)
+        assets, queue = self._backends.assets, self._backends.queue
+        moved = await assets.reset_failed(limit)
         if moved:
             try:
-                await self.queue.requeue(moved)
+                await queue.requeue(moved)
             except QueueUnavailableError:
                 # Undo, so the assets stay FAILED (and visible) rather than PENDING without a job.
                 with contextlib.suppress(DatabaseError):
-                    await self.repo.restore_failed([i for i, _ in moved],
-                                                   error="retry could not be queued: Redis did not answer")
+                    await assets.restore_failed([i for i, _ in moved],
+                                                error="retry could not be queued: Redis did not answer")
                 raise
         return len(moved)
 
     async def cleanup(self, days: int = 30, include_referenced: bool = False) -> int:
         """Deletes settled assets older than `days` days with their stored objects; returns how many.
 
-        Assets that an application row references are kept unless `include_referenced`;
-        `cleanup_report` also says how many were kept for that reason.
+        The short form of `cleanup_report`, which also says what was kept and why.
         """
         return (await self.cleanup_report(days, include_referenced)).removed
 
     async def cleanup_report(self, days: int = 30, include_referenced: bool = False) -> CleanupResult:
-        """Like cleanup: removed, kept because an application row references them, and not cleaned
-        because their object could not be deleted.
+        """Deletes settled assets older than `days` days: removed, kept because an application row
+        references them (unless `include_referenced`), and not cleaned because their object could
+        not be deleted (see `maintenance.cleanup`)."""
+        if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+            raise InvalidArgumentError(f"cleanup(days={days!r}): days must be a whole number, 0 or more")
+        return await cleanup.remove_settled(
+            self._backends.assets, self._backends.store, self._backends.queue, days=days,
+            referenced=None if include_referenced else self._apps.referenced)
 
-        An object is deleted before its row, and a row whose object cannot be deleted is kept, so
-        no row points nowhere and no object is orphaned.
-        """
-        if days < 0:
-            raise ValueError(f"cleanup(days={days}): days must be 0 or more")
-        cutoff = utcnow() - timedelta(days=days)
-        kept_referenced = await self._count_kept_referenced(cutoff, include_referenced)
-        removed = 0
-        skip: list[uuid.UUID] = []
-        while True:
-            page = await self._cleanup_page(cutoff, _CLEANUP_PAGE, skip, include_referenced)
-            if not page:
-                return CleanupResult(removed=removed, kept_referenced=kept_referenced, not_cleaned=len(skip))
-            deletable: list[uuid.UUID] = []
-            for asset_id, key in page:
-                try:
-                    if key:
-                        await self.store.delete(key)
-                    deletable.append(asset_id)
-                except StorageError as exc:
-                    log.warning("kept asset %s: its object %s could not be deleted: %s", asset_id, key, exc)
-                    skip.append(asset_id)
-            removed += await self.repo.delete_settled(deletable)
-            with contextlib.suppress(QueueUnavailableError):
-                await self.queue.remove(deletable)
+    async def reconcile(self, *, min_age_s: float = 60.0, check_objects: bool = False,
+                        requeue_missing: bool = False) -> ReconcileReport:
+        """Queues again PENDING/DOWNLOADING assets whose job was lost; with `check_objects`, also
+        reports CACHED assets whose object is gone, and with `requeue_missing` caches them again."""
+        b = self._backends
+        return await reconcile.reconcile(b.assets, b.store, b.queue, min_age_s=min_age_s,
+                                         check_objects=check_objects, requeue_missing=requeue_missing)
+
+    async def collect_garbage(self, *, dry_run: bool = True) -> GcReport:
+        """Finds (and unless `dry_run`, deletes) stored objects that no asset owns; reports assets
+        whose object is missing (see `maintenance.orphans`)."""
+        return await orphans.collect(self._backends.assets, self._backends.store, dry_run=dry_run)
 
     # ---- figures for the HTTP service's dashboard and metrics ----------------------------
 
     async def recent_failures(self, limit: int = 20) -> list[AssetRecord]:
         """FAILED assets, the most recently failed first."""
-        return await self.repo.recent_failures(limit)
+        return await self._backends.assets.recent_failures(limit)
 
     async def throughput(self, window_s: int = 600, bucket_s: int = 10) -> list[tuple[int, int]]:
         """(bucket start in unix seconds, assets cached in it) for the last `window_s`, oldest first,
@@ -244,9 +302,50 @@ class MediaCache(AppTablesMixin):
         now_s = int(utcnow().timestamp())
         last = now_s - now_s % bucket_s
         first = last - (window_s // bucket_s - 1) * bucket_s
-        counts = await self.repo.cached_per_bucket(datetime.fromtimestamp(first, UTC), bucket_s)
+        counts = await self._backends.assets.cached_per_bucket(datetime.fromtimestamp(first, UTC), bucket_s)
         return [(start, counts.get(start, 0)) for start in range(first, last + 1, bucket_s)]
 
     async def stored_bytes(self) -> int:
         """The total size of the stored objects of CACHED assets."""
-        return await self.repo.stored_bytes()
+        return await self._backends.assets.stored_bytes()
+
+    # ---- the application tables (see `apptables.service`) --------------------------------
+
+    async def save_tiktok_post(
+        self, *, tiktok_id: str, username: str, description: str | None = None,
+        posted_at: datetime | None = None, video_url: str | None = None, cover_url: str | None = None,
+        music_url: str | None = None, images: Sequence[Mapping[str, Any]] = (), avatar_url: str | None = None,
+        nickname: str | None = None, tiktok_user_id: str | None = None,
+    ) -> TikTokPostRecord:
+        """Upserts a TikTok post and its author's profile, queueing its media in one batch."""
+        return await self._apps.save_tiktok_post(
+            tiktok_id=tiktok_id, username=username, description=description, posted_at=posted_at,
+            video_url=video_url, cover_url=cover_url, music_url=music_url, images=images, avatar_url=avatar_url,
+            nickname=nickname, tiktok_user_id=tiktok_user_id)
+
+    async def get_tiktok_post(self, post_id: int) -> TikTokPostRecord | None:
+        return await self._apps.get_tiktok_post(post_id)
+
+    async def list_tiktok_posts(self, limit: int = 20, cursor: int | None = None,
+                                username: str | None = None) -> TikTokPostPage:
+        return await self._apps.list_tiktok_posts(limit=limit, cursor=cursor, username=username)
+
+    async def save_carousel(
+        self, *, title: str | None = None, author_name: str | None = None, author_avatar_url: str | None = None,
+        images: Sequence[Mapping[str, Any]] = (), slides: Sequence[Mapping[str, Any]] = (),
+        carousel_id: int | None = None,
+    ) -> CarouselRecord:
+        """Creates a carousel (no `carousel_id`) or replaces one's data, images and slides."""
+        return await self._apps.save_carousel(title=title, author_name=author_name,
+                                              author_avatar_url=author_avatar_url, images=images, slides=slides,
+                                              carousel_id=carousel_id)
+
+    async def get_carousel(self, carousel_id: int) -> CarouselRecord | None:
+        return await self._apps.get_carousel(carousel_id)
+
+    async def backfill_legacy_keys(self, *, dry_run: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS,
+                                   on_total: Callable[[int], None] | None = None,
+                                   on_advance: Callable[[int], None] | None = None) -> BackfillReport:
+        """Turns every legacy storage key in a `*_key` column into a CACHED asset's id."""
+        return await self._apps.backfill_legacy_keys(dry_run=dry_run, batch_rows=batch_rows,
+                                                     on_total=on_total, on_advance=on_advance)

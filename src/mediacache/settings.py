@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +71,9 @@ class Settings(BaseSettings):
     lock_duration_ms: int = _var("MEDIACACHE_LOCK_DURATION_MS", 30000, ge=1000)
     shutdown_grace_s: float = _var("MEDIACACHE_SHUTDOWN_GRACE_S", 25.0, gt=0)
     reconcile_interval_s: float = _var("MEDIACACHE_RECONCILE_INTERVAL_S", 60.0, ge=0)
+
+    # Output.
+    log_format: Literal["text", "json"] = _var("MEDIACACHE_LOG_FORMAT", "text")
 
     # HTTP service.
     api_token: SecretStr | None = _var("MEDIACACHE_API_TOKEN", None)
@@ -151,30 +153,6 @@ class Settings(BaseSettings):
     @property
     def allowed_type_list(self) -> list[str]:
         return [part.strip().lower() for part in self.allowed_types.split(",") if part.strip()]
-
-    def signing_key(self) -> bytes:
-        """The HMAC key of local file links: MEDIACACHE_SIGNING_SECRET, or a key kept in the data dir.
-
-        Keeping a generated key in the data directory lets a library and a server that share
-        the directory sign and check the same links without any configuration.
-        """
-        if self.signing_secret is not None:
-            return self.signing_secret.get_secret_value().encode()
-        path = self.data_dir / "signing.key"
-        try:
-            return path.read_bytes().strip()
-        except FileNotFoundError:
-            pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_hex(32).encode()
-        try:
-            # O_EXCL: when two processes start at once, the first key written wins for both.
-            with open(path, "xb") as f:
-                f.write(key)
-            path.chmod(0o600)
-        except FileExistsError:
-            return path.read_bytes().strip()
-        return key
 
     def check(self) -> Settings:
         """Cross-field checks; raises ConfigError naming the variable, the value and the fix."""

@@ -16,6 +16,7 @@ from mediacache.api import routes_apptables, routes_assets, routes_dashboard, ro
 from mediacache.api.errors import error_response, install_error_handlers
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
+from mediacache.storage.signing import load_signing_key
 
 log = logging.getLogger("mediacache.api")
 
@@ -62,7 +63,8 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     app.state.settings = settings
     app.state.startup_error = None
     # Read once: with no MEDIACACHE_SIGNING_SECRET the key lives in a file of the data directory.
-    app.state.signing_key = settings.signing_key() if settings.storage_backend == "local" else b""
+    app.state.signing_key = (load_signing_key(settings.signing_secret, settings.data_dir)
+                             if settings.storage_backend == "local" else b"")
     install_error_handlers(app)
     for module in (routes_assets, routes_apptables, routes_files, routes_ops, routes_dashboard):
         app.include_router(module.router)

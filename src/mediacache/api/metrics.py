@@ -12,9 +12,9 @@ from prometheus_client.registry import Collector
 
 from mediacache.domain import CacheStatus, ErrorKind
 from mediacache.errors import QueueUnavailableError
-from mediacache.metrics import worker_collectors
 from mediacache.records import CacheStats, QueueStats
 from mediacache.service import MediaCache
+from mediacache.worker.metrics import worker_collectors
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mediacache.errors import RangeNotSatisfiableError
+
 _SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
-
-
-class Unsatisfiable(Exception):
-    """The Range header names no byte of the representation: answer 416."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +28,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
 
     A header that is not a `bytes=` range, is malformed, or asks for several ranges is ignored, as
     RFC 9110 allows: the whole body with 200 is always a correct answer. A well-formed range
-    outside the body raises Unsatisfiable.
+    outside the body raises RangeNotSatisfiableError.
     """
     if not header:
         return None
@@ -47,12 +45,12 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         # A suffix range: the last N bytes.
         suffix = int(last)
         if suffix == 0 or size == 0:
-            raise Unsatisfiable
+            raise RangeNotSatisfiableError
         return ByteRange(max(0, size - suffix), size)
     start = int(first)
     if last and int(last) < start:
         return None  # invalid, so ignored
     if start >= size:
-        raise Unsatisfiable
+        raise RangeNotSatisfiableError
     end = size if not last else min(int(last) + 1, size)
     return ByteRange(start, end)

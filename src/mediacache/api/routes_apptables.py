@@ -9,8 +9,8 @@ from fastapi import APIRouter, Path, Query
 from mediacache.api.deps import READ, CacheDep
 from mediacache.api.errors import ApiError
 from mediacache.api.schemas import ErrorResponse
-from mediacache.apptables.mixin import MAX_PAGE
-from mediacache.apptables.records import CarouselRecord, TikTokPostPage, TikTokPostRecord
+from mediacache.apptables.service import MAX_PAGE
+from mediacache.records import CarouselRecord, TikTokPostPage, TikTokPostRecord
 
 router = APIRouter(prefix="/api", tags=["application tables"], dependencies=READ)
 

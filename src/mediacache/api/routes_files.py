@@ -13,10 +13,10 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 
 from mediacache.api.deps import CacheDep
 from mediacache.api.errors import ApiError
-from mediacache.api.ranges import ByteRange, Unsatisfiable, parse_range
+from mediacache.api.ranges import ByteRange, parse_range
 from mediacache.api.schemas import ErrorResponse
 from mediacache.domain import CacheStatus
-from mediacache.errors import UnsafeKeyError
+from mediacache.errors import RangeNotSatisfiableError, UnsafeKeyError
 from mediacache.service import MediaCache
 from mediacache.storage.local import LocalStore
 from mediacache.storage.signing import verify
@@ -79,7 +79,7 @@ async def head_file(key: str, request: Request, cache: CacheDep, exp: str | None
 
 async def _serve_file(key: str, request: Request, cache: MediaCache, exp: str | None, sig: str | None,
                       *, head: bool) -> Response:
-    store = cache.store
+    store = cache.backends.store
     if not isinstance(store, LocalStore):
         raise ApiError(404, "not_found", "/files serves local storage only; this server stores in "
                                          f"{store.name}, whose URLs point at the store itself")
@@ -110,7 +110,7 @@ async def _serve_file(key: str, request: Request, cache: MediaCache, exp: str | 
     if if_range is None or if_range.strip() == etag:
         try:
             wanted = parse_range(request.headers.get("range"), size)
-        except Unsatisfiable:
+        except RangeNotSatisfiableError:
             raise ApiError(416, "range_not_satisfiable", f"the object has {size} bytes; ask for a range inside it",
                            headers={"Content-Range": f"bytes */{size}"}) from None
     status_code, start, end = (200, 0, size) if wanted is None else (206, wanted.start, wanted.end)

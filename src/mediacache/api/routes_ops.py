@@ -16,9 +16,6 @@ from mediacache.api.schemas import ReadyResponse
 router = APIRouter(tags=["operations"])
 
 READY_CHECK_TIMEOUT_S = 3.0
-# A key no object has: HEAD on it proves the store answers (and, for S3, that the credentials and
-# the bucket are right) without writing on every probe.
-_PROBE_KEY = "mediacache-readyz-probe"
 
 
 @router.get("/healthz")
@@ -32,8 +29,8 @@ async def readyz(cache: CacheDep) -> JSONResponse:
     """200 when the database, Redis and storage all answer; 503 naming each one that does not."""
     checks: dict[str, Callable[[], Awaitable[object]]] = {
         "database": cache.check_migrated,
-        "redis": cache.queue.ping,
-        "storage": lambda: cache.store.head(_PROBE_KEY),
+        "redis": cache.ping_queue,
+        "storage": cache.ping_storage,
     }
     results = await asyncio.gather(*(_probe(fn) for fn in checks.values()))
     outcome = dict(zip(checks, results, strict=True))

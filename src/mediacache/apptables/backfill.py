@@ -23,10 +23,10 @@ import uuid
 from collections.abc import Callable, Iterable
 
 from mediacache.apptables.models import KEY_COLUMNS
-from mediacache.apptables.records import BackfillReport, LegacyKeyProblem
 from mediacache.apptables.refs_repository import LegacyAsset, RefsRepository
 from mediacache.domain import parse_asset_id
 from mediacache.errors import UnsafeKeyError
+from mediacache.records import BackfillReport, LegacyKeyProblem
 from mediacache.storage.base import ObjectInfo, ObjectStore
 
 # Fixed for good: changing it would give already-converted keys a second asset.

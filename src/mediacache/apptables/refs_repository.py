@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Column, ColumnElement, Table, Text, and_, exists, func, or_, select, update
@@ -20,7 +19,6 @@ from mediacache.db.types import utcnow
 from mediacache.domain import CacheStatus
 
 _assets = cast(Table, CacheAsset.__table__)
-_SETTLED = [CacheStatus.CACHED.value, CacheStatus.FAILED.value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,23 +71,13 @@ class RefsRepository:
 
     # ---- cleanup -------------------------------------------------------------------------
 
-    async def unreferenced_older_than(self, cutoff: datetime, limit: int,
-                                      exclude: Sequence[uuid.UUID] = ()) -> list[tuple[uuid.UUID, str | None]]:
-        """Settled assets created before `cutoff` that no application row references: (id, cache_key)."""
-        stmt = (select(_assets.c.id, _assets.c.cache_key)
-                .where(_assets.c.created_at < cutoff, _assets.c.status.in_(_SETTLED), ~self._referenced())
-                .order_by(_assets.c.created_at).limit(limit))
-        if exclude:
-            stmt = stmt.where(_assets.c.id.not_in(list(exclude)))
+    async def referenced_among(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """The ids among `ids` that some `*_key` column holds."""
+        if not ids:
+            return set()
+        stmt = select(_assets.c.id).where(_assets.c.id.in_(list(set(ids))), self._referenced())
         async with self._tx() as conn:
-            return [(r.id, r.cache_key) for r in (await conn.execute(stmt)).all()]
-
-    async def count_referenced_older_than(self, cutoff: datetime) -> int:
-        """Settled assets created before `cutoff` that some application row references."""
-        stmt = (select(func.count()).select_from(_assets)
-                .where(_assets.c.created_at < cutoff, _assets.c.status.in_(_SETTLED), self._referenced()))
-        async with self._tx() as conn:
-            return int((await conn.execute(stmt)).scalar_one())
+            return set((await conn.execute(stmt)).scalars().all())
 
     # ---- legacy keys ---------------------------------------------------------------------
 

@@ -1,14 +1,11 @@
-"""Engine and session factory, and the check that the schema is migrated."""
+"""The async engine (with SQLite's pragmas) and the session factory."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-
-from mediacache.errors import DatabaseError, NotMigratedError
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -35,22 +32,3 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-async def check_migrated(engine: AsyncEngine, display_url: str) -> None:
-    """Raises NotMigratedError unless the database is at the newest Alembic revision."""
-    from alembic.runtime.migration import MigrationContext
-
-    from mediacache.migrate import head_revision
-
-    try:
-        async with engine.connect() as conn:
-            current = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
-    except (SQLAlchemyError, OSError) as exc:
-        raise DatabaseError(f"cannot reach the database {display_url}: {exc}") from exc
-    head = head_revision()
-    if current != head:
-        state = "has no mediacache tables" if current is None else f"is at revision {current}"
-        raise NotMigratedError(
-            f"the database {display_url} {state}, but this version of mediacache needs revision {head}: "
-            "run `mediacache db upgrade` first")

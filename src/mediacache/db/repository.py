@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -20,9 +20,11 @@ from sqlalchemy import (
     extract,
     func,
     insert,
+    literal,
     literal_column,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -33,28 +35,9 @@ from mediacache.db.models import CacheAsset
 from mediacache.db.transaction import transaction
 from mediacache.db.types import UTCDateTime, utcnow
 from mediacache.domain import TRANSITIONS, CacheStatus
+from mediacache.records import AssetRecord
 
 _t = cast(Table, CacheAsset.__table__)
-
-
-@dataclass(frozen=True, slots=True)
-class AssetRecord:
-    id: uuid.UUID
-    original_url: str
-    status: CacheStatus
-    cache_key: str | None
-    content_type: str | None
-    size_bytes: int | None
-    sha256: str | None
-    attempts: int
-    error: str | None
-    error_kind: str | None
-    created_at: datetime
-    updated_at: datetime
-    cached_at: datetime | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +59,7 @@ class Resolvable:
 
 
 _STATUS_BY_VALUE = {s.value: s for s in CacheStatus}
-_RECORD_COLUMNS = [_t.c[name] for name in AssetRecord.__dataclass_fields__]
+_RECORD_COLUMNS = [_t.c[f.name] for f in fields(AssetRecord)]
 
 
 def _status_in(*statuses: CacheStatus) -> ColumnElement[bool]:
@@ -198,6 +181,13 @@ class AssetRepository:
             row = (await conn.execute(select(*_RECORD_COLUMNS).where(_t.c.id == asset_id))).first()
         return None if row is None else _record(row)
 
+    async def get_many(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, AssetRecord]:
+        if not ids:
+            return {}
+        async with self._tx(single_statement=True) as conn:
+            rows = (await conn.execute(select(*_RECORD_COLUMNS).where(_t.c.id.in_(list(ids))))).all()
+        return {r.id: _record(r) for r in rows}
+
     async def resolvables(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Resolvable]:
         """What URL resolution needs for many ids, in one query."""
         if not ids:
@@ -301,17 +291,19 @@ class AssetRepository:
         async with self._tx(single_statement=True) as conn:
             return int((await conn.execute(stmt)).rowcount or 0)
 
-    async def older_than(self, cutoff: datetime, limit: int,
-                         exclude: Sequence[uuid.UUID] = ()) -> list[tuple[uuid.UUID, str | None]]:
-        """Settled (CACHED or FAILED) assets created before `cutoff`: (id, cache_key)."""
-        stmt = (select(_t.c.id, _t.c.cache_key)
+    async def settled_before(self, cutoff: datetime, after: tuple[datetime, uuid.UUID] | None,
+                             limit: int) -> list[tuple[uuid.UUID, str | None, datetime]]:
+        """Settled (CACHED or FAILED) assets created before `cutoff`, oldest first, after the
+        (created_at, id) position `after` (keyset paging): (id, cache_key, created_at)."""
+        stmt = (select(_t.c.id, _t.c.cache_key, _t.c.created_at)
                 .where(_t.c.created_at < cutoff,
                        _t.c.status.in_([CacheStatus.CACHED.value, CacheStatus.FAILED.value]))
-                .order_by(_t.c.created_at).limit(limit))
-        if exclude:
-            stmt = stmt.where(_t.c.id.not_in(list(exclude)))
+                .order_by(_t.c.created_at, _t.c.id).limit(limit))
+        if after is not None:
+            stmt = stmt.where(tuple_(_t.c.created_at, _t.c.id) > tuple_(
+                literal(after[0], UTCDateTime()), literal(after[1], Uuid())))
         async with self._tx(single_statement=True) as conn:
-            return [(r.id, r.cache_key) for r in (await conn.execute(stmt)).all()]
+            return [(r.id, r.cache_key, r.created_at) for r in (await conn.execute(stmt)).all()]
 
     async def delete_settled(self, ids: Sequence[uuid.UUID]) -> int:
         """Deletes the given assets if they are still settled (a retry may have moved one since)."""

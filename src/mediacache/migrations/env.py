@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 
 import mediacache.apptables.models  # noqa: F401  (registers the application tables on Base.metadata)
 from mediacache.db.models import Base
-from mediacache.migrate import engine_for_migrations
+from mediacache.db.schema import engine_for_migrations
 
 config = context.config
 target_metadata = Base.metadata

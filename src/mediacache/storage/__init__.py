@@ -5,8 +5,9 @@ from __future__ import annotations
 from mediacache.settings import Settings
 from mediacache.storage.base import ObjectInfo, ObjectStore
 from mediacache.storage.local import LocalStore
+from mediacache.storage.signing import load_signing_key
 
-__all__ = ["LocalStore", "ObjectInfo", "ObjectStore", "open_store"]
+__all__ = ["LocalStore", "ObjectInfo", "ObjectStore", "load_signing_key", "open_store"]
 
 
 def open_store(settings: Settings) -> ObjectStore:
@@ -16,4 +17,4 @@ def open_store(settings: Settings) -> ObjectStore:
 
         return s3_store_from_settings(settings)
     return LocalStore(settings.objects_dir, public_base_url=settings.public_base_url,
-                      signing_key=settings.signing_key())
+                      signing_key=load_signing_key(settings.signing_secret, settings.data_dir))

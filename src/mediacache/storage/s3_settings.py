@@ -1,4 +1,4 @@
-"""S3Store from the settings: R2 from the seed's variables, or any S3-compatible endpoint."""
+"""S3Store from the settings: R2 from the original design's variables, or any S3-compatible endpoint."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 from urllib.parse import urlsplit
 
 from mediacache.errors import ConfigError
-from mediacache.settings import MAX_PRESIGN_TTL_S, Settings
+from mediacache.settings import Settings
 from mediacache.storage.s3 import S3Store
 
 # ---- configuration --------------------------------------------------------------------------------
@@ -44,20 +44,7 @@ def s3_store_from_settings(settings: Settings) -> S3Store:
         raise ConfigError(
             f"R2_ACCOUNT_ID={account_id!r} is not a Cloudflare account id (32 hexadecimal characters, shown in "
             "the R2 dashboard); give only the id, or set S3_ENDPOINT_URL to the full endpoint")
-    if endpoint is not None:
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"S3_ENDPOINT_URL={endpoint!r} is not an http(s) URL; give one like "
-                              "https://s3.example.com or http://127.0.0.1:9000")
-    if settings.r2_public_url is not None:
-        parts = urlsplit(settings.r2_public_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"R2_PUBLIC_URL={settings.r2_public_url!r} is not an http(s) URL; give one like "
-                              "https://media.example.com")
-    if settings.url_ttl_s > MAX_PRESIGN_TTL_S:
-        raise ConfigError(f"MEDIACACHE_URL_TTL_S={settings.url_ttl_s} is longer than presigned URLs can live "
-                          f"({MAX_PRESIGN_TTL_S} s, 7 days); set it to {MAX_PRESIGN_TTL_S} or less")
-
+    # The endpoint's and the public URL's form and the link lifetime are checked once, by Settings.check().
     if endpoint is None and account_id:
         endpoint = f"https://{account_id}{_R2_SUFFIX}"
     is_r2 = bool(account_id) or (endpoint is not None and (urlsplit(endpoint).hostname or "").endswith(_R2_SUFFIX))

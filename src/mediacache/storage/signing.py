@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 import time
+from pathlib import Path
 from urllib.parse import quote
+
+from pydantic import SecretStr
 
 
 def _mac(secret: bytes, key: str, expires_at: int) -> str:
@@ -31,3 +35,28 @@ def verify(secret: bytes, key: str, exp: str | int | None, sig: str | None, *, n
     if expires_at < (time.time() if now is None else now):
         return False
     return hmac.compare_digest(_mac(secret, key, expires_at), sig)
+
+
+def load_signing_key(signing_secret: SecretStr | None, data_dir: Path) -> bytes:
+    """The HMAC key of local file links: MEDIACACHE_SIGNING_SECRET, or a key kept in the data dir.
+
+    Keeping a generated key in the data directory lets a library and a server that share
+    the directory sign and check the same links without any configuration.
+    """
+    if signing_secret is not None:
+        return signing_secret.get_secret_value().encode()
+    path = data_dir / "signing.key"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    try:
+        # O_EXCL: when two processes start at once, the first key written wins for both.
+        with open(path, "xb") as f:
+            f.write(key)
+        path.chmod(0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    return key

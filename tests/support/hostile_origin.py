@@ -49,7 +49,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, quote, urlsplit
 
-from tests.origin import body as jpeg_body
+from tests.support.origin import body as jpeg_body
 
 HOST = "127.0.0.2"
 CANARY_V4 = "127.0.0.1"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.s3server import S3Server, running_server, temporary_bucket
+from tests.support.s3server import S3Server, running_server, temporary_bucket
 
 
 @pytest.fixture(scope="session")

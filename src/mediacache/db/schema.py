@@ -1,4 +1,4 @@
-"""Runs the Alembic migrations shipped inside the package (`mediacache db upgrade`)."""
+"""The schema's version: the check that the database is migrated, and `mediacache db upgrade`."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mediacache.db.engine import create_engine
-from mediacache.errors import DatabaseError
+from mediacache.errors import DatabaseError, NotMigratedError
 from mediacache.settings import Settings
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -51,3 +53,18 @@ async def upgrade_async(settings: Settings, revision: str = "head") -> None:
 
 def engine_for_migrations(url: str) -> AsyncEngine:
     return create_engine(url, pool_size=1)
+
+
+async def check_migrated(engine: AsyncEngine, display_url: str) -> None:
+    """Raises NotMigratedError unless the database is at the newest Alembic revision."""
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+    except (SQLAlchemyError, OSError) as exc:
+        raise DatabaseError(f"cannot reach the database {display_url}: {exc}") from exc
+    head = head_revision()
+    if current != head:
+        state = "has no mediacache tables" if current is None else f"is at revision {current}"
+        raise NotMigratedError(
+            f"the database {display_url} {state}, but this version of mediacache needs revision {head}: "
+            "run `mediacache db upgrade` first")

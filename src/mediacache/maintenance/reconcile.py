@@ -5,27 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass, field
 from datetime import timedelta
 
+from mediacache.broker.jobs import JobQueue
+from mediacache.db.repository import AssetRepository
 from mediacache.db.types import utcnow
-from mediacache.records import _MappingRecord
-from mediacache.service import MediaCache
+from mediacache.records import ReconcileReport
+from mediacache.storage.base import ObjectStore
 
-log = logging.getLogger("mediacache.reconcile")
+log = logging.getLogger("mediacache.maintenance.reconcile")
 
 _PAGE = 500
 _HEAD_CONCURRENCY = 16
 
 
-@dataclass(frozen=True)
-class ReconcileReport(_MappingRecord):
-    requeued: int = 0
-    missing_objects: list[tuple[str, str]] = field(default_factory=list)
-    requeued_missing: int = 0
-
-
-async def requeue_lost(cache: MediaCache, *, min_age_s: float = 60.0, limit: int = 10_000) -> int:
+async def requeue_lost(assets: AssetRepository, queue: JobQueue, *, min_age_s: float = 60.0,
+                       limit: int = 10_000) -> int:
     """Queues again every PENDING or DOWNLOADING asset whose job is gone or finished.
 
     Such assets appear when Redis restarts without persistence, is flushed, evicts keys, or when
@@ -33,50 +28,51 @@ async def requeue_lost(cache: MediaCache, *, min_age_s: float = 60.0, limit: int
     held by no live lease are looked at, so work in flight is never doubled.
     """
     cutoff = utcnow() - timedelta(seconds=min_age_s)
-    candidates = await cache.repo.stale_unsettled(cutoff, limit)
+    candidates = await assets.stale_unsettled(cutoff, limit)
     requeued = 0
     for start in range(0, len(candidates), _PAGE):
         page = candidates[start:start + _PAGE]
-        states = await cache.queue.job_states([asset_id for asset_id, _ in page])
+        states = await queue.job_states([asset_id for asset_id, _ in page])
         lost = [(asset_id, url) for asset_id, url in page if states[asset_id] != "live"]
         if lost:
-            await cache.queue.requeue(lost)
-            await cache.repo.touch([asset_id for asset_id, _ in lost])
+            await queue.requeue(lost)
+            await assets.touch([asset_id for asset_id, _ in lost])
             requeued += len(lost)
     if requeued:
         log.warning("queued %d assets again whose jobs were lost", requeued)
     return requeued
 
 
-async def find_missing_objects(cache: MediaCache) -> list[tuple[uuid.UUID, str]]:
+async def find_missing_objects(assets: AssetRepository, store: ObjectStore) -> list[tuple[uuid.UUID, str]]:
     """CACHED assets whose stored object is gone: (id, key). One HEAD per cached asset."""
     missing: list[tuple[uuid.UUID, str]] = []
     gate = asyncio.Semaphore(_HEAD_CONCURRENCY)
 
     async def check(asset_id: uuid.UUID, key: str) -> None:
         async with gate:
-            if await cache.store.head(key) is None:
+            if await store.head(key) is None:
                 missing.append((asset_id, key))
 
     after: uuid.UUID | None = None
-    while page := await cache.repo.cached_page(after, _PAGE):
+    while page := await assets.cached_page(after, _PAGE):
         await asyncio.gather(*(check(i, k) for i, k in page if k))
         after = page[-1][0]
     return missing
 
 
-async def reconcile(cache: MediaCache, *, min_age_s: float = 60.0, check_objects: bool = False,
+async def reconcile(assets: AssetRepository, store: ObjectStore, queue: JobQueue, *, min_age_s: float = 60.0,
+                    check_objects: bool = False,
                     requeue_missing: bool = False) -> ReconcileReport:
-    requeued = await requeue_lost(cache, min_age_s=min_age_s)
+    requeued = await requeue_lost(assets, queue, min_age_s=min_age_s)
     missing: list[tuple[uuid.UUID, str]] = []
     requeued_missing = 0
     if check_objects or requeue_missing:
-        missing = await find_missing_objects(cache)
+        missing = await find_missing_objects(assets, store)
         for asset_id, key in missing:
             log.warning("asset %s is CACHED but its object %s is missing", asset_id, key)
         if requeue_missing and missing:
-            moved = await cache.repo.uncache([i for i, _ in missing], error="its stored object was missing")
-            await cache.queue.requeue(moved)
+            moved = await assets.uncache([i for i, _ in missing], error="its stored object was missing")
+            await queue.requeue(moved)
             requeued_missing = len(moved)
     return ReconcileReport(requeued=requeued, missing_objects=[(str(i), k) for i, k in missing],
                            requeued_missing=requeued_missing)

@@ -17,7 +17,8 @@ from mediacache.api.server import bind, serving
 from mediacache.domain import CacheStatus
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
-from tests.conftest import SettingsFactory, wait_until
+from tests.support.services import SettingsFactory
+from tests.support.waiting import wait_until
 
 # Quick shutdowns: a test's server stops at its end, and no job should be in flight by then.
 FAST = {"shutdown_grace_s": 5.0}

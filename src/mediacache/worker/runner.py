@@ -1,4 +1,4 @@
-"""The worker process: start-up checks, the BullMQ Worker around the job handler, graceful shutdown."""
+"""The BullMQ runner: start-up checks, the BullMQ Worker around the job handler, graceful shutdown."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from typing import Any
 from bullmq import Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError
 
-from mediacache.errors import FetchError, MediaCacheError
-from mediacache.fetch import Fetcher
-from mediacache.handler import CacheJobHandler, FinalFailure, LeaseHeldError
-from mediacache.queue import QUEUE_NAME
+from mediacache.broker.jobs import QUEUE_NAME
+from mediacache.errors import FetchError, FinalFailureError, LeaseHeldError, MediaCacheError
+from mediacache.fetching.fetch import Fetcher
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
+from mediacache.worker.handler import CacheJobHandler
 
 log = logging.getLogger("mediacache.worker")
 
@@ -32,7 +32,8 @@ class CacheWorker:
         self.settings: Settings = cache.settings
         self.concurrency = concurrency or self.settings.concurrency
         self.fetcher = fetcher or Fetcher(self.settings, max_connections=max(10, self.concurrency * 2))
-        self.handler = CacheJobHandler(self.settings, cache.repo, cache.store, self.fetcher)
+        backends = cache.backends
+        self.handler = CacheJobHandler(self.settings, backends.assets, backends.store, self.fetcher)
         self._worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[Any]] = set()
@@ -42,8 +43,8 @@ class CacheWorker:
     async def check(self) -> None:
         """Fails fast, with what to do, when the database, the store or Redis is not usable."""
         await self.cache.check_migrated()
-        await self.cache.store.check_writable()
-        await self.cache.queue.ping()
+        await self.cache.backends.store.check_writable()
+        await self.cache.ping_queue()
 
     async def start(self) -> None:
         await self.check()
@@ -71,7 +72,7 @@ class CacheWorker:
         gc.freeze()
         log.info("worker ready pid=%d queue=%s concurrency=%d redis=%s database=%s storage=%s",
                  os.getpid(), QUEUE_NAME, self.concurrency, self.settings.redis_display,
-                 self.settings.database_display, self.cache.store.name)
+                 self.settings.database_display, self.cache.backends.store.name)
 
     async def _process(self, job: Any, token: str) -> dict[str, Any]:
         try:
@@ -84,7 +85,7 @@ class CacheWorker:
             self._running.add(task)
         try:
             outcome = await self.handler.process(asset_id, final_attempt=final_attempt)
-        except FinalFailure as exc:
+        except FinalFailureError as exc:
             raise UnrecoverableError(str(exc)) from exc
         except FetchError as exc:
             if exc.retry_after_s:
@@ -136,14 +137,12 @@ class CacheWorker:
 
     async def _reconcile_periodically(self) -> None:
         """Every interval, one worker of the queue (whoever takes the lock) requeues lost work."""
-        from mediacache.reconcile import requeue_lost
-
         interval_s = self.settings.reconcile_interval_s
         while True:
             await asyncio.sleep(interval_s)
             try:
-                if await self.cache.queue.try_lock("reconcile", int(interval_s * 900)):
-                    await requeue_lost(self.cache, min_age_s=max(interval_s, 2 * self.settings.lease_s))
+                if await self.cache.backends.queue.try_lock("reconcile", int(interval_s * 900)):
+                    await self.cache.reconcile(min_age_s=max(interval_s, 2 * self.settings.lease_s))
             except MediaCacheError as exc:
                 # An outage of Redis or the database: report it and try again next time.
                 log.warning("reconciliation skipped: %s", exc)

@@ -9,32 +9,19 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from mediacache.db.repository import AssetRepository, Claim
 from mediacache.db.types import utcnow
 from mediacache.domain import CacheStatus, ErrorKind
-from mediacache.errors import DatabaseError, FetchError, MediaCacheError, StorageError
-from mediacache.fetch import Fetcher
-from mediacache.metrics import download_attempt
+from mediacache.errors import DatabaseError, FetchError, FinalFailureError, LeaseHeldError, StorageError
+from mediacache.fetching.fetch import Fetcher
 from mediacache.settings import Settings
 from mediacache.storage.base import ObjectStore
 from mediacache.storage.keys import asset_key
+from mediacache.worker.metrics import download_attempt
 
 log = logging.getLogger("mediacache.worker")
-
-
-class LeaseHeldError(MediaCacheError):
-    """Another worker holds a live lease on the asset; this job waits until `retry_at` and tries again."""
-
-    def __init__(self, message: str, retry_at: datetime) -> None:
-        super().__init__(message)
-        self.retry_at = retry_at
-
-
-class FinalFailure(MediaCacheError):
-    """An attempt that must not be retried (the asset is FAILED already)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +131,10 @@ class CacheJobHandler:
             log.warning("could not remove earlier copies of asset %s: %s", claim.asset_id, exc)
 
     async def _failed(self, claim: Claim, exc: FetchError, final_attempt: bool) -> Exception:
-        """Records a failed attempt; returns the error for the queue (FinalFailure ends the job)."""
+        """Records a failed attempt; returns the error for the queue (FinalFailureError ends the job)."""
         final = final_attempt or not exc.retryable
         await self.repo.record_failure(claim, error=str(exc), error_kind=exc.kind, final=final)
-        return FinalFailure(str(exc)) if final else exc
+        return FinalFailureError(str(exc)) if final else exc
 
     async def _renew_lease(self, claim: Claim) -> None:
         interval_s = self.settings.lease_s / 3

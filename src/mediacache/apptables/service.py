@@ -1,35 +1,37 @@
-"""AppTablesMixin: the application tables' use cases, as methods of MediaCache."""
+"""AppTables: the application tables' use cases, a part that MediaCache delegates to.
+
+It uses the asset use cases only through MediaCache's public methods (`cache_images`, `get_urls`,
+`get_assets`); its own queries live in `apptables.repository` and `apptables.refs_repository`.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mediacache.apptables.backfill import DEFAULT_BATCH_ROWS, backfill_legacy_keys
 from mediacache.apptables.media import MediaPlan, keys_to_check
-from mediacache.apptables.records import (
+from mediacache.apptables.refs_repository import RefsRepository
+from mediacache.apptables.repository import AppRepository, Row
+from mediacache.domain import CacheStatus, parse_asset_id
+from mediacache.errors import InvalidArgumentError, RecordNotFoundError
+from mediacache.records import (
     BackfillReport,
     CarouselRecord,
     ImageRecord,
-    RecordNotFoundError,
     SlideRecord,
     TikTokPostPage,
     TikTokPostRecord,
     TikTokProfileRecord,
 )
-from mediacache.apptables.refs_repository import RefsRepository
-from mediacache.apptables.repository import AppRepository, Row
-from mediacache.domain import CacheStatus, parse_asset_id
+from mediacache.storage.base import ObjectStore
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from mediacache.db.repository import AssetRepository
-    from mediacache.settings import Settings
-    from mediacache.storage import ObjectStore
+    from mediacache.service import MediaCache
 
 MAX_PAGE = 100
 
@@ -49,7 +51,7 @@ class _Resolver:
 
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what} must be a non-empty string, not {value!r}")
+        raise InvalidArgumentError(f"{what} must be a non-empty string, not {value!r}")
     return value.strip()
 
 
@@ -67,36 +69,28 @@ def _dimension(image: Mapping[str, Any], name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"image {name} must be a whole number of pixels (0 or more) or None, not {value!r}")
+        raise InvalidArgumentError(f"image {name} must be a whole number of pixels (0 or more) or None, not {value!r}")
     return value
 
 
-class AppTablesMixin:
+class AppTables:
     """Carousels and TikTok posts whose `*_key` columns hold cache asset ids (or legacy storage keys)."""
 
-    settings: Settings
-    engine: AsyncEngine
-    store: ObjectStore
-    repo: AssetRepository
+    def __init__(self, cache: MediaCache, engine: AsyncEngine, store: ObjectStore) -> None:
+        self._cache = cache
+        self._store = store
+        display = cache.settings.database_display
+        self._rows = AppRepository(engine, display)
+        self._refs = RefsRepository(engine, display)
 
-    if TYPE_CHECKING:
-        async def cache_images(self, urls: Sequence[str]) -> list[uuid.UUID]: ...
-
-        async def get_urls(self, values: Sequence[str | uuid.UUID | None],
-                           original_urls: Sequence[str | None] | None = None) -> list[str | None]: ...
-
-    @cached_property
-    def app_repo(self) -> AppRepository:
-        return AppRepository(self.engine, self.settings.database_display)
-
-    @cached_property
-    def refs_repo(self) -> RefsRepository:
-        return RefsRepository(self.engine, self.settings.database_display)
+    async def referenced(self, asset_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of `asset_ids` some application row references: the one question cleanup asks."""
+        return await self._refs.referenced_among(asset_ids)
 
     async def _usable_keys(self, keys: Sequence[str | None]) -> set[str]:
         """The keys a re-save may keep: legacy keys, and ids of assets that exist and have not FAILED."""
         parsed = {key: parse_asset_id(key) for key in keys_to_check(keys)}
-        found = await self.repo.resolvables([i for i in parsed.values() if i is not None])
+        found = await self._cache.get_assets([i for i in parsed.values() if i is not None])
         usable: set[str] = set()
         for key, asset_id in parsed.items():
             if asset_id is None:
@@ -124,7 +118,7 @@ class AppTablesMixin:
         tiktok_id = _text(tiktok_id, "tiktok_id")
         username = _text(username, "username").removeprefix("@")
         images = list(images)
-        post, profile = await self.app_repo.tiktok_state(tiktok_id, username)
+        post, profile = await self._rows.tiktok_state(tiktok_id, username)
         old_images: list[Row] = post["images"] if post else []
         usable = await self._usable_keys(
             ([post[f"{m}_key"] for m in ("video", "cover", "music")] if post else [])
@@ -137,7 +131,7 @@ class AppTablesMixin:
         avatar = plan.slot(avatar_url, _field(profile, "avatar_original_url"), _field(profile, "avatar_key"))
         image_rows = [{"position": i, "original_url": img.get("url"), "width": _dimension(img, "width"),
                        "height": _dimension(img, "height")} for i, img in enumerate(images)]
-        ids = await self.cache_images(plan.urls) if plan.urls else []
+        ids = await self._cache.cache_images(plan.urls) if plan.urls else []
 
         profile_values: Row = {"username": username}
         for name, value in (("tiktok_user_id", tiktok_user_id), ("nickname", nickname)):
@@ -151,7 +145,7 @@ class AppTablesMixin:
             post_values[f"{media}_key"] = plan.key(slots[media], ids)
         for row, slot in zip(image_rows, image_slots, strict=True):
             row["image_key"] = plan.key(slot, ids)
-        post_id = await self.app_repo.upsert_tiktok_post(profile_values, post_values, image_rows)
+        post_id = await self._rows.upsert_tiktok_post(profile_values, post_values, image_rows)
         saved = await self.get_tiktok_post(post_id)
         if saved is None:  # deleted between the upsert and the read: rare, and worth saying plainly
             raise RecordNotFoundError(f"TikTok post {tiktok_id} was deleted while it was being saved")
@@ -159,7 +153,7 @@ class AppTablesMixin:
 
     async def get_tiktok_post(self, post_id: int) -> TikTokPostRecord | None:
         """The post (by our id) with its profile and images, every key resolved; None if unknown."""
-        rows = await self.app_repo.posts_page(limit=1, post_id=post_id)
+        rows = await self._rows.posts_page(limit=1, post_id=post_id)
         return (await self._post_records(rows))[0] if rows else None
 
     async def list_tiktok_posts(self, limit: int = 20, cursor: int | None = None,
@@ -167,8 +161,8 @@ class AppTablesMixin:
         """Posts newest first, `limit` at a time after `cursor`: one query for the rows and one for
         the assets, whatever the page size."""
         if not 1 <= limit <= MAX_PAGE:
-            raise ValueError(f"limit={limit}: ask for 1 to {MAX_PAGE} posts per page")
-        rows = await self.app_repo.posts_page(limit=limit + 1, before_id=cursor,
+            raise InvalidArgumentError(f"limit={limit}: ask for 1 to {MAX_PAGE} posts per page")
+        rows = await self._rows.posts_page(limit=limit + 1, before_id=cursor,
                                               username=username.removeprefix("@") if username else None)
         more = len(rows) > limit
         items = await self._post_records(rows[:limit])
@@ -179,7 +173,7 @@ class AppTablesMixin:
         slots = [({m: r.add(row[f"{m}_key"], row[f"{m}_original_url"]) for m in ("video", "cover", "music")},
                   r.add(row["avatar_key"], row["avatar_original_url"]),
                   [r.add(img["image_key"], img["original_url"]) for img in row["images"]]) for row in rows]
-        urls = await self.get_urls(r.values, r.originals)
+        urls = await self._cache.get_urls(r.values, r.originals)
         out = []
         for row, (media, avatar, images) in zip(rows, slots, strict=True):
             profile = TikTokProfileRecord(
@@ -211,7 +205,7 @@ class AppTablesMixin:
         URL is unchanged keeps its asset.
         """
         images, slides = list(images), list(slides)
-        old = await self.app_repo.carousel(carousel_id) if carousel_id is not None else None
+        old = await self._rows.carousel(carousel_id) if carousel_id is not None else None
         if carousel_id is not None and old is None:
             raise RecordNotFoundError(f"no carousel with id {carousel_id}: save it without carousel_id to create one")
         old_images: list[Row] = old["images"] if old else []
@@ -228,7 +222,7 @@ class AppTablesMixin:
             old_slides, i, "background_image_original_url", "background_image_key")) for i, s in enumerate(slides)]
         image_rows = [{"position": i, "original_url": img.get("url"), "width": _dimension(img, "width"),
                        "height": _dimension(img, "height")} for i, img in enumerate(images)]
-        ids = await self.cache_images(plan.urls) if plan.urls else []
+        ids = await self._cache.cache_images(plan.urls) if plan.urls else []
 
         values: Row = {"title": title, "author_name": author_name, "author_avatar_original_url": author_avatar_url,
                        "author_avatar_key": plan.key(avatar, ids)}
@@ -237,7 +231,7 @@ class AppTablesMixin:
         slide_rows = [{"position": i, "text": s.get("text"), "background_image_original_url": s.get(
             "background_image_url"), "background_image_key": plan.key(slot, ids)}
             for i, (s, slot) in enumerate(zip(slides, slide_slots, strict=True))]
-        saved_id = await self.app_repo.save_carousel(carousel_id, values, image_rows, slide_rows)
+        saved_id = await self._rows.save_carousel(carousel_id, values, image_rows, slide_rows)
         saved = await self.get_carousel(saved_id)
         if saved is None:
             raise RecordNotFoundError(f"carousel {saved_id} was deleted while it was being saved")
@@ -245,14 +239,14 @@ class AppTablesMixin:
 
     async def get_carousel(self, carousel_id: int) -> CarouselRecord | None:
         """The carousel with its images and slides, every key resolved in one `get_urls`; None if unknown."""
-        row = await self.app_repo.carousel(carousel_id)
+        row = await self._rows.carousel(carousel_id)
         if row is None:
             return None
         r = _Resolver()
         avatar = r.add(row["author_avatar_key"], row["author_avatar_original_url"])
         images = [r.add(i["image_key"], i["original_url"]) for i in row["images"]]
         slides = [r.add(s["background_image_key"], s["background_image_original_url"]) for s in row["slides"]]
-        urls = await self.get_urls(r.values, r.originals)
+        urls = await self._cache.get_urls(r.values, r.originals)
         return CarouselRecord(
             id=row["id"], title=row["title"], author_name=row["author_name"],
             author_avatar_key=row["author_avatar_key"], author_avatar_url=urls[avatar],
@@ -262,22 +256,11 @@ class AppTablesMixin:
                                 background_image_url=urls[n]) for s, n in zip(row["slides"], slides, strict=True)],
             created_at=row["created_at"], updated_at=row["updated_at"])
 
-    # ---- legacy keys and cleanup ---------------------------------------------------------
+    # ---- legacy keys -------------------------------------------------------------------
 
     async def backfill_legacy_keys(self, *, dry_run: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS,
                                    on_total: Callable[[int], None] | None = None,
                                    on_advance: Callable[[int], None] | None = None) -> BackfillReport:
         """Turns every legacy storage key in a `*_key` column into a CACHED asset's id (see `apptables.backfill`)."""
-        return await backfill_legacy_keys(self.store, self.refs_repo, dry_run=dry_run, batch_rows=batch_rows,
+        return await backfill_legacy_keys(self._store, self._refs, dry_run=dry_run, batch_rows=batch_rows,
                                           on_total=on_total, on_advance=on_advance)
-
-    async def _cleanup_page(self, cutoff: datetime, limit: int, exclude: Sequence[uuid.UUID],
-                            include_referenced: bool) -> list[tuple[uuid.UUID, str | None]]:
-        """The next settled assets older than `cutoff` that cleanup may remove."""
-        if include_referenced:
-            return await self.repo.older_than(cutoff, limit, exclude=exclude)
-        return await self.refs_repo.unreferenced_older_than(cutoff, limit, exclude)
-
-    async def _count_kept_referenced(self, cutoff: datetime, include_referenced: bool) -> int:
-        """How many assets cleanup keeps because an application row references them."""
-        return 0 if include_referenced else await self.refs_repo.count_referenced_older_than(cutoff)

@@ -1,30 +1,21 @@
-"""Garbage collection: objects that no row points at, and rows that point at no object."""
+"""Orphan collection: objects that no row points at, and rows that point at no object."""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
 
+from mediacache.db.repository import AssetRepository
 from mediacache.errors import StorageError
-from mediacache.reconcile import find_missing_objects
-from mediacache.records import _MappingRecord
-from mediacache.service import MediaCache
+from mediacache.maintenance.reconcile import find_missing_objects
+from mediacache.records import GcReport
+from mediacache.storage.base import ObjectStore
 from mediacache.storage.local import LocalStore
 
-log = logging.getLogger("mediacache.gc")
+log = logging.getLogger("mediacache.maintenance.orphans")
 
 _BATCH = 500
 STALE_TEMPORARY_S = 3600.0
-
-
-@dataclass(frozen=True)
-class GcReport(_MappingRecord):
-    orphan_objects: list[str] = field(default_factory=list)
-    orphan_bytes: int = 0
-    deleted_objects: int = 0
-    dangling_rows: list[tuple[str, str]] = field(default_factory=list)
-    stale_temporary_files: int = 0
 
 
 def _asset_of(key: str) -> uuid.UUID | None:
@@ -37,7 +28,7 @@ def _asset_of(key: str) -> uuid.UUID | None:
     return None
 
 
-async def collect(cache: MediaCache, *, dry_run: bool = True) -> GcReport:
+async def collect(assets: AssetRepository, store: ObjectStore, *, dry_run: bool = True) -> GcReport:
     """Finds (and unless `dry_run`, deletes) orphan objects; reports rows whose object is missing.
 
     Objects live under `media/<asset id>/<attempt token><ext>`, so the database answers for each
@@ -49,7 +40,7 @@ async def collect(cache: MediaCache, *, dry_run: bool = True) -> GcReport:
     batch: list[tuple[uuid.UUID, str, int]] = []
 
     async def judge() -> None:
-        owners = await cache.repo.key_owners([asset_id for asset_id, _, _ in batch])
+        owners = await assets.key_owners([asset_id for asset_id, _, _ in batch])
         for asset_id, key, size in batch:
             owner = owners.get(asset_id)
             if owner is None:
@@ -61,7 +52,7 @@ async def collect(cache: MediaCache, *, dry_run: bool = True) -> GcReport:
                 orphans.append((key, size))
         batch.clear()
 
-    async for info in cache.store.list_keys("media/"):
+    async for info in store.list_keys("media/"):
         asset_id = _asset_of(info.key)
         if asset_id is None:
             continue
@@ -75,14 +66,14 @@ async def collect(cache: MediaCache, *, dry_run: bool = True) -> GcReport:
     if not dry_run:
         for key, _size in orphans:
             try:
-                await cache.store.delete(key)
+                await store.delete(key)
                 deleted += 1
             except StorageError as exc:
                 log.warning("could not delete orphan %s: %s", key, exc)
     stale = 0
-    if isinstance(cache.store, LocalStore) and not dry_run:
-        stale = await cache.store.sweep_temporary(STALE_TEMPORARY_S)
-    dangling = await find_missing_objects(cache)
+    if isinstance(store, LocalStore) and not dry_run:
+        stale = await store.sweep_temporary(STALE_TEMPORARY_S)
+    dangling = await find_missing_objects(assets, store)
     return GcReport(orphan_objects=[k for k, _ in orphans], orphan_bytes=sum(s for _, s in orphans),
                     deleted_objects=deleted, dangling_rows=[(str(i), k) for i, k in dangling],
                     stale_temporary_files=stale)

@@ -48,7 +48,7 @@ def download_attempt() -> Iterator[None]:
     download in it: `with download_attempt(): return await self._download_and_store(...)`.
 
     Ending normally counts as cached. An exception counts as failed, with the `kind` of the first
-    error in its cause chain that has one (FinalFailure is raised from the FetchError), else
+    error in its cause chain that has one (FinalFailureError is raised from the FetchError), else
     "transient" (time-outs, storage and database errors are retried). Not counted: cancellation (a
     stopping worker hands the job back) and waiting for another worker's lease (`retry_at`).
     """

@@ -14,11 +14,11 @@ import httpx
 
 from mediacache.domain import ErrorKind
 from mediacache.errors import FetchError, InvalidURLError
-from mediacache.expiry import is_expired
-from mediacache.netguard import AddressPolicy, guarded_transport
+from mediacache.fetching.expiry import is_expired
+from mediacache.fetching.netguard import AddressPolicy, guarded_transport
+from mediacache.fetching.sniff import SNIFF_HEAD_BYTES, is_allowed, sniff_content_type
+from mediacache.fetching.urls import check_redirect, validate_url
 from mediacache.settings import Settings
-from mediacache.sniff import SNIFF_HEAD_BYTES, is_allowed, sniff_content_type
-from mediacache.urls import check_redirect, validate_url
 
 MAX_REDIRECTS = 5
 USER_AGENT = "mediacache/0.1 (+https://github.com/mediacache)"

@@ -16,7 +16,7 @@ import httpx
 
 from mediacache.domain import ErrorKind
 from mediacache.errors import FetchError
-from mediacache.urls import IPAddress, IPNetwork, host_address
+from mediacache.fetching.urls import IPAddress, IPNetwork, host_address
 
 # host, port -> every address the name resolves to. Injectable so tests can play DNS tricks.
 Resolver = Callable[[str, int], Awaitable[Sequence[IPAddress]]]

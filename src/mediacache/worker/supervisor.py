@@ -9,7 +9,7 @@ import sys
 import time
 from types import FrameType
 
-log = logging.getLogger("mediacache.supervisor")
+log = logging.getLogger("mediacache.worker.supervisor")
 
 # A child that exits with 1 this soon after starting refused to start (unmigrated database,
 # unreachable Redis or storage, bad settings): restarting it would only repeat the error, so
@@ -19,13 +19,13 @@ _REFUSED_EXIT_CODE = 1
 _POLL_S = 0.2
 
 
-def supervise(concurrency: int | None, processes: int, grace_s: float) -> int:
+def supervise(concurrency: int | None, processes: int, grace_s: float, *, log_format: str = "text") -> int:
     """Runs `processes` `mediacache worker` children until SIGTERM/SIGINT; returns the exit code.
 
     One Python process does the work of one core at most; on a machine with more cores, several
     processes (each with its own event loop, HTTP, database and Redis connections) use them.
     """
-    command = [sys.executable, "-m", "mediacache", "worker"]
+    command = [sys.executable, "-m", "mediacache", "worker", "--log-format", log_format]
     if concurrency:
         command += ["--concurrency", str(concurrency)]
     stopping = False

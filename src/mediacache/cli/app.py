@@ -16,7 +16,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
+from mediacache.cli.logs import LogFormat, error_line, setup_logging
 from mediacache.domain import CacheStatus
 from mediacache.errors import MediaCacheError
 from mediacache.settings import Settings, load_settings
@@ -30,16 +32,16 @@ err = Console(stderr=True)
 out = Console()
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # One line per download (httpx) or per migration step (alembic) drowns what matters.
-    for name in ("httpx", "httpcore", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+LogFormatOption = Annotated[LogFormat | None, typer.Option(
+    "--log-format", help="text, or json: one JSON object per line (default MEDIACACHE_LOG_FORMAT, text)")]
 
 
 def _settings() -> Settings:
     return load_settings()
+
+
+def _setup_logging(settings: Settings, log_format: LogFormat | None = None) -> None:
+    setup_logging(log_format or settings.log_format)
 
 
 def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
@@ -49,7 +51,7 @@ def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Creates or migrates the cache tables (SQLite or PostgreSQL, from DATABASE_URL)."""
-    from mediacache.migrate import upgrade
+    from mediacache.db.schema import upgrade
 
     settings = _settings()
     upgrade(settings, revision)
@@ -62,18 +64,20 @@ def worker(
         int | None, typer.Option(min=1, help="Jobs at a time (default MEDIACACHE_CONCURRENCY, 16)")] = None,
     reload: Annotated[bool, typer.Option(help="Restart when the code changes (development)")] = False,
     processes: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (one per core)")] = 1,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Runs a worker that downloads queued media into storage until SIGTERM or Ctrl-C."""
+    settings = _settings()
     if reload:
-        _reload_worker(concurrency)
+        _reload_worker(concurrency, log_format)
         return
+    _setup_logging(settings, log_format)
     if processes > 1:
-        from mediacache.supervisor import supervise
+        from mediacache.worker.supervisor import supervise
 
-        _setup_logging()
-        raise typer.Exit(supervise(concurrency, processes, _settings().shutdown_grace_s))
-    _setup_logging()
-    _run(lambda: _worker_main(_settings(), concurrency))
+        raise typer.Exit(supervise(concurrency, processes, settings.shutdown_grace_s,
+                                   log_format=log_format or settings.log_format))
+    _run(lambda: _worker_main(settings, concurrency))
 
 
 @app.command("run")
@@ -81,11 +85,11 @@ def run_embedded(
     concurrency: Annotated[int | None, typer.Option(min=1, help="Jobs at a time")] = None,
 ) -> None:
     """Migrates the database and runs a worker, starting an embedded Valkey when no Redis answers."""
-    from mediacache.embedded import redis_or_embedded
-    from mediacache.migrate import upgrade
+    from mediacache.broker.embedded import redis_or_embedded
+    from mediacache.db.schema import upgrade
 
-    _setup_logging()
     settings = _settings()
+    _setup_logging(settings)
     upgrade(settings)
     with redis_or_embedded(settings):
         _run(lambda: _worker_main(settings, concurrency))
@@ -96,13 +100,14 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on")] = 8000,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Serve only; run workers elsewhere")] = False,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Runs the HTTP service (JSON API, dashboard, metrics) with an in-process worker until SIGTERM."""
-    from mediacache.embedded import redis_or_embedded
-    from mediacache.migrate import upgrade
+    from mediacache.broker.embedded import redis_or_embedded
+    from mediacache.db.schema import upgrade
 
-    _setup_logging()
     settings = _settings()
+    _setup_logging(settings, log_format)
     # The embedded default (SQLite) is migrated here, as `run` does; a shared PostgreSQL is
     # migrated once by `mediacache db upgrade`, not by every server replica that starts.
     if settings.sqlalchemy_url.startswith("sqlite"):
@@ -151,13 +156,16 @@ async def _worker_main(settings: Settings, concurrency: int | None) -> None:
     logging.getLogger("mediacache.worker").info("worker stopped")
 
 
-def _reload_worker(concurrency: int | None) -> None:
+def _reload_worker(concurrency: int | None, log_format: LogFormat | None) -> None:
     import watchfiles
 
     args = [sys.executable, "-m", "mediacache", "worker"]
     if concurrency:
         args += ["--concurrency", str(concurrency)]
-    watchfiles.run_process(Path(__file__).parent, target=" ".join(args), target_type="command")
+    if log_format:
+        args += ["--log-format", log_format]
+    # The whole package: a change anywhere in it restarts the worker.
+    watchfiles.run_process(Path(__file__).parent.parent, target=" ".join(args), target_type="command")
 
 
 @app.command()
@@ -311,12 +319,11 @@ def reconcile(
 ) -> None:
     """Queues again PENDING/DOWNLOADING assets whose job was lost; reports cached assets without object."""
     async def main() -> dict[str, Any]:
-        from mediacache.reconcile import reconcile as run_reconcile
         from mediacache.service import MediaCache
 
         async with MediaCache(_settings()) as mc:
-            return (await run_reconcile(mc, min_age_s=min_age_s, check_objects=check_objects,
-                                        requeue_missing=requeue_missing)).as_dict()
+            return (await mc.reconcile(min_age_s=min_age_s, check_objects=check_objects,
+                                       requeue_missing=requeue_missing)).as_dict()
     report = _run(main)
     out.print(f"requeued {report['requeued']} assets whose job was lost")
     for asset_id, key in report["missing_objects"]:
@@ -329,11 +336,10 @@ def reconcile(
 def gc(dry_run: Annotated[bool, typer.Option(help="Only report what would be deleted")] = False) -> None:
     """Deletes stored objects that no asset points at; reports assets whose object is missing."""
     async def main() -> dict[str, Any]:
-        from mediacache.gc import collect
         from mediacache.service import MediaCache
 
         async with MediaCache(_settings()) as mc:
-            return (await collect(mc, dry_run=dry_run)).as_dict()
+            return (await mc.collect_garbage(dry_run=dry_run)).as_dict()
     report = _run(main)
     verb = "would delete" if dry_run else "deleted"
     count = len(report["orphan_objects"]) if dry_run else report["deleted_objects"]
@@ -350,5 +356,15 @@ def main() -> None:
     try:
         app()
     except MediaCacheError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        report_error(exc)
         sys.exit(1)
+
+
+def report_error(exc: BaseException) -> None:
+    """The error on stderr as one line: coloured on a terminal, plain (and never wrapped) otherwise."""
+    line = error_line(str(exc))
+    if err.is_terminal:
+        err.print(Text.assemble(("error: ", "red"), line), soft_wrap=True)
+    else:
+        sys.stderr.write(f"error: {line}\n")
+        sys.stderr.flush()

@@ -1,0 +1,1 @@
+"""Fetching untrusted URLs: validation, the SSRF guard, link expiry, content sniffing and the download."""
