@@ -38,6 +38,19 @@ from tests.support.services import (
 hypothesis.settings.register_profile("mediacache", deadline=None)
 hypothesis.settings.load_profile("mediacache")
 
+# A test that uses any of these talks to Redis, PostgreSQL or S3: it is marked `services`, so that
+# `pytest -m "not services"` runs the pure tests in seconds on a machine without them.
+SERVICE_FIXTURES = frozenset({
+    "db_url", "pg_database", "sqlite_template", "make_settings", "cache", "start_worker", "redis_cleanup",
+    "private_redis", "s3_server", "s3_bucket", "api", "queue_prefix",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
 pytest_plugins = ["tests.support.s3_plugin"]
 
 

@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# Runs real worker and Redis processes, whatever fixtures its tests use.
+pytestmark = pytest.mark.services
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 

@@ -22,6 +22,9 @@ from tests.support.processes import acli, cli
 from tests.support.services import SettingsFactory, WorkerFactory
 from tests.support.waiting import wait_until
 
+# Runs real worker and Redis processes, whatever fixtures its tests use.
+pytestmark = pytest.mark.services
+
 
 async def test_cache_wait_url_stats_retry_and_cleanup(
         make_settings: SettingsFactory, start_worker: WorkerFactory, origin: Origin) -> None:

@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mediacache.apptables.backfill import DEFAULT_BATCH_ROWS
 from mediacache.apptables.service import AppTables
 from mediacache.broker.jobs import JobQueue
+from mediacache.db.columns import utcnow
 from mediacache.db.engine import create_engine
 from mediacache.db.repository import AssetRepository
 from mediacache.db.schema import check_migrated
-from mediacache.db.types import utcnow
 from mediacache.domain import CacheStatus, parse_asset_id
 from mediacache.errors import (
     BatchTooLargeError,

@@ -11,11 +11,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mediacache.errors import (
+    BatchTooLargeError,
     ConfigError,
     DatabaseError,
+    InvalidArgumentError,
     InvalidURLError,
     MediaCacheError,
     QueueUnavailableError,
+    RecordNotFoundError,
     StorageError,
     UnsafeKeyError,
 )
@@ -25,6 +28,9 @@ log = logging.getLogger("mediacache.api")
 # Most specific first: the first class that matches decides the status and the code.
 _DOMAIN_ERRORS: list[tuple[type[MediaCacheError], int, str]] = [
     (InvalidURLError, 422, "invalid_url"),
+    (RecordNotFoundError, 404, "not_found"),
+    (BatchTooLargeError, 413, "batch_too_large"),
+    (InvalidArgumentError, 422, "invalid_argument"),
     (UnsafeKeyError, 400, "invalid_key"),
     (QueueUnavailableError, 503, "queue_unavailable"),
     (DatabaseError, 503, "database_unavailable"),

@@ -13,8 +13,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Column, ForeignKey, Integer, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mediacache.db.columns import UTCDateTime, utcnow
 from mediacache.db.models import Base
-from mediacache.db.types import UTCDateTime, utcnow
 
 # BIGINT on PostgreSQL; SQLite only auto-numbers a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")

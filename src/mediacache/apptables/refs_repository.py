@@ -13,9 +13,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mediacache.apptables.models import KEY_COLUMNS
+from mediacache.db.columns import utcnow
 from mediacache.db.models import CacheAsset
 from mediacache.db.transaction import transaction
-from mediacache.db.types import utcnow
 from mediacache.domain import CacheStatus
 
 _assets = cast(Table, CacheAsset.__table__)

@@ -11,8 +11,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mediacache.apptables.models import carousel_images, carousel_slides, carousels, post_images, posts, profiles
+from mediacache.db.columns import utcnow
 from mediacache.db.transaction import transaction
-from mediacache.db.types import utcnow
 from mediacache.errors import RecordNotFoundError
 
 Row = dict[str, Any]

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Enum, Index, Integer, MetaData, String, Text, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from mediacache.db.types import UTCDateTime, utcnow
+from mediacache.db.columns import UTCDateTime, utcnow
 from mediacache.domain import CacheStatus
 
 NAMING = {

@@ -31,9 +31,9 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
+from mediacache.db.columns import UTCDateTime, utcnow
 from mediacache.db.models import CacheAsset
 from mediacache.db.transaction import transaction
-from mediacache.db.types import UTCDateTime, utcnow
 from mediacache.domain import TRANSITIONS, CacheStatus
 from mediacache.records import AssetRecord
 

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 from mediacache.broker.jobs import JobQueue
+from mediacache.db.columns import utcnow
 from mediacache.db.repository import AssetRepository
-from mediacache.db.types import utcnow
 from mediacache.errors import QueueUnavailableError, StorageError
 from mediacache.records import CleanupResult
 from mediacache.storage.base import ObjectStore

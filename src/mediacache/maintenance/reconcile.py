@@ -8,8 +8,8 @@ import uuid
 from datetime import timedelta
 
 from mediacache.broker.jobs import JobQueue
+from mediacache.db.columns import utcnow
 from mediacache.db.repository import AssetRepository
-from mediacache.db.types import utcnow
 from mediacache.records import ReconcileReport
 from mediacache.storage.base import ObjectStore
 

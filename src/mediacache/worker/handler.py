@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from mediacache.db.columns import utcnow
 from mediacache.db.repository import AssetRepository, Claim
-from mediacache.db.types import utcnow
 from mediacache.domain import CacheStatus, ErrorKind
 from mediacache.errors import DatabaseError, FetchError, FinalFailureError, LeaseHeldError, StorageError
 from mediacache.fetching.fetch import Fetcher
@@ -128,7 +128,8 @@ class CacheJobHandler:
                 if info.key != key:
                     await self.store.delete(info.key)
         except StorageError as exc:
-            log.warning("could not remove earlier copies of asset %s: %s", claim.asset_id, exc)
+            log.warning("could not remove earlier copies of asset %s: %s", claim.asset_id, exc,
+                        extra={"asset_id": str(claim.asset_id)})
 
     async def _failed(self, claim: Claim, exc: FetchError, final_attempt: bool) -> Exception:
         """Records a failed attempt; returns the error for the queue (FinalFailureError ends the job)."""
@@ -143,7 +144,8 @@ class CacheJobHandler:
                 if not await self.repo.renew_lease(claim.asset_id, claim.token, self.settings.lease_s):
                     return
             except DatabaseError as exc:
-                log.warning("could not renew the lease of asset %s: %s", claim.asset_id, exc)
+                log.warning("could not renew the lease of asset %s: %s", claim.asset_id, exc,
+                            extra={"asset_id": str(claim.asset_id)})
             await asyncio.sleep(interval_s)
 
 

@@ -174,7 +174,9 @@ def _wait_at_least(job: Any, retry_after_s: float) -> None:
 def _on_failed(job: Any, err: BaseException, *_: Any) -> None:
     # BullMQ event handlers must be plain functions that never raise.
     try:
-        log.warning("job %s attempt %s failed: %s", getattr(job, "id", "?"), getattr(job, "attemptsMade", "?"), err)
+        asset_id = (getattr(job, "data", None) or {}).get("cacheAssetId")
+        log.warning("job %s attempt %s failed: %s", getattr(job, "id", "?"), getattr(job, "attemptsMade", "?"), err,
+                    extra={"asset_id": asset_id})
     except Exception:
         pass
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from mediacache.db.types import UTCDateTime
+from mediacache.db.columns import UTCDateTime
 
 revision: str = "0002"
 down_revision: str | None = "0001"
