@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run worker serve test lint unit bench clean
+.PHONY: install run worker serve test test-python test-ts lint unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,14 @@ lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-test: lint
+test: lint test-python test-ts
+
+test-python: install
 	$(BIN)/pytest
 
+# The TypeScript client's suite runs against a real `mediacache serve` from this checkout's venv.
+test-ts: install
+	cd clients/typescript && npm ci --no-audit --no-fund --silent && MEDIACACHE_PYTHON=$(abspath $(BIN))/python npm test
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache clients/typescript/node_modules clients/typescript/dist clients/typescript/build-test
