@@ -23,7 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import bench_env, drop_queue_keys, origin, peak_rss_mib, rss_mib, start_workers, stop_workers
-
 from origin import expected_sha256
 
 

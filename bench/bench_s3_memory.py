@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/bench_s3_memory.py [--size-mb 300] [--small-puts 200]
 
-Uses (or starts) the test SeaweedFS of tests/s3server.py and a throwaway bucket. Streams a
+Uses (or starts) the test SeaweedFS of tests/support/s3server.py and a throwaway bucket. Streams a
 30 MiB warm-up, then a `--size-mb` object generated on the fly, and prints one JSON line: the
 process's peak RSS (VmHWM) at the start, after the warm-up (so before the big upload) and after
 it, the big upload's MiB/s, and the rate of sequential and concurrent 50 KiB puts (the
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.s3server import running_server, temporary_bucket
+from tests.support.s3server import running_server, temporary_bucket
 
 from mediacache.storage.s3 import S3Store
 

@@ -27,7 +27,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import bench_env, drop_queue_keys, origin, start_workers, stop_workers
-
 from origin import expected_sha256
 
 

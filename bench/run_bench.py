@@ -28,10 +28,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.s3server: bucket calls
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.support.s3server: bucket calls
 
 from common import HERE, bench_env, cpu_seconds, peak_rss_mib, start_workers, stop_workers
-
 from origin import expected_sha256
 
 BIG = 1024 * 1024
@@ -75,7 +74,7 @@ async def reset(env: dict[str, str]) -> None:
     await client.flushdb()
     await client.aclose()
     if env["MEDIACACHE_STORAGE"] == "s3":
-        from tests.s3server import S3Server, create_bucket, delete_bucket
+        from tests.support.s3server import S3Server, create_bucket, delete_bucket
 
         server = S3Server(env["S3_ENDPOINT_URL"], env["R2_ACCESS_KEY_ID"], env["R2_SECRET_ACCESS_KEY"],
                           env.get("S3_REGION", "us-east-1"))

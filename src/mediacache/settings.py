@@ -28,7 +28,7 @@ class Settings(BaseSettings):
         populate_by_name=True,
     )
 
-    # Redis, with the seed's names.
+    # Redis, with the original Node design's variable names.
     redis_url: SecretStr | None = _var("REDIS_URL", None)
     redis_host: str = _var("REDIS_HOST", "127.0.0.1")
     redis_port: int = _var("REDIS_PORT", 6379, ge=1, le=65535)
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = _var("DATABASE_URL", None)
     data_dir: Path = _var("MEDIACACHE_DATA_DIR", Path(".mediacache"))
 
-    # Storage: the seed's R2 names, and any S3-compatible store.
+    # Storage: the original design's R2 variables, and any S3-compatible store.
     storage: Literal["local", "s3"] | None = _var("MEDIACACHE_STORAGE", None)
     r2_account_id: str | None = _var("R2_ACCOUNT_ID", None)
     r2_access_key_id: str | None = _var("R2_ACCESS_KEY_ID", None)
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
                      "s3_endpoint_url", "s3_region", "storage", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
-        # `REDIS_PASSWORD=` in a .env file (as in the seed's example) means "no password".
+        # `REDIS_PASSWORD=` in a .env file (as in the original design's example .env) means "no password".
         return None if isinstance(value, str) and not value.strip() else value
 
     # ---- derived values -------------------------------------------------------------------

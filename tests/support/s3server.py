@@ -252,7 +252,7 @@ def acquire_server(timeout_s: float = 60.0) -> S3Server:
         if status is not None:
             raise RuntimeError(
                 f"127.0.0.1:{S3_PORT} answers ListBuckets with HTTP {status}: another server holds the port "
-                "and refuses the test credentials; stop it or change PORTS in tests/s3server.py")
+                "and refuses the test credentials; stop it or change PORTS in tests/support/s3server.py")
         info_path = _STATE_DIR / "server.json"
         if info_path.exists():
             info = json.loads(info_path.read_text())
