@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Enum, Index, Integer, MetaData, String, Text, Uuid
+from sqlalchemy import BigInteger, Enum, Index, Integer, MetaData, SmallInteger, String, Text, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mediacache.db.columns import UTCDateTime, utcnow
@@ -51,4 +51,20 @@ class CacheAsset(Base):
     __table_args__ = (
         Index("ix_cache_assets_status", "status"),
         Index("ix_cache_assets_created_at", "created_at"),
+        Index("ix_cache_assets_status_updated_at", "status", "updated_at"),
+        Index("ix_cache_assets_cached_at", "cached_at"),
     )
+
+
+class CacheAssetCount(Base):
+    """Assets (and bytes of CACHED assets) per status and error kind, kept by triggers on cache_assets
+    (migration 0003), so statistics read a few rows instead of counting the table. The shards of a
+    (status, error_kind) are summed on read; a shard alone may even be negative."""
+
+    __tablename__ = "cache_asset_counts"
+
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    error_kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    assets: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)

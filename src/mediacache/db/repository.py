@@ -32,12 +32,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from mediacache.db.columns import UTCDateTime, utcnow
-from mediacache.db.models import CacheAsset
+from mediacache.db.models import CacheAsset, CacheAssetCount
 from mediacache.db.transaction import transaction
 from mediacache.domain import TRANSITIONS, CacheStatus
 from mediacache.records import AssetRecord
 
 _t = cast(Table, CacheAsset.__table__)
+_c = cast(Table, CacheAssetCount.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,16 +208,16 @@ class AssetRepository:
         return {r.id: Resolvable(r.id, status_of[r.status], r.cache_key, r.original_url) for r in rows}
 
     async def counts(self) -> tuple[dict[CacheStatus, int], dict[str, int]]:
-        """Assets per status, and FAILED assets per error kind, in one query."""
-        stmt = select(_t.c.status, _t.c.error_kind, func.count()).group_by(_t.c.status, _t.c.error_kind)
+        """Assets per status, and FAILED assets per error kind, from the counters the triggers keep."""
+        stmt = select(_c.c.status, _c.c.error_kind, func.sum(_c.c.assets)).group_by(_c.c.status, _c.c.error_kind)
         by_status = {s: 0 for s in CacheStatus}
         failed_by_kind: dict[str, int] = {}
         async with self._tx(single_statement=True) as conn:
             for status, kind, n in (await conn.execute(stmt)).all():
+                n = int(n or 0)
                 by_status[CacheStatus(status)] += n
-                if status == CacheStatus.FAILED.value:
-                    key = kind or "unknown"
-                    failed_by_kind[key] = failed_by_kind.get(key, 0) + n
+                if status == CacheStatus.FAILED.value and n:
+                    failed_by_kind[kind or "unknown"] = failed_by_kind.get(kind or "unknown", 0) + n
         return by_status, failed_by_kind
 
     # ---- maintenance ---------------------------------------------------------------------
@@ -335,7 +336,7 @@ class AssetRepository:
             return {int(b) * bucket_s: int(n) for b, n in (await conn.execute(stmt)).all()}
 
     async def stored_bytes(self) -> int:
-        """The total size of the objects of CACHED assets."""
-        stmt = select(func.coalesce(func.sum(_t.c.size_bytes), 0)).where(_t.c.status == CacheStatus.CACHED.value)
-        async with self._tx() as conn:
+        """The total size of the objects of CACHED assets, from the counters the triggers keep."""
+        stmt = select(func.coalesce(func.sum(_c.c.bytes), 0)).where(_c.c.status == CacheStatus.CACHED.value)
+        async with self._tx(single_statement=True) as conn:
             return int((await conn.execute(stmt)).scalar() or 0)

@@ -1,0 +1,109 @@
+"""cache_stats() reads counters that triggers keep; they equal a count of the table after any workload."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from mediacache.db.models import CacheAsset
+from mediacache.domain import CacheStatus, ErrorKind
+from mediacache.service import MediaCache
+from tests.support.queries import count_queries
+
+
+async def _true_counts(cache: MediaCache) -> tuple[dict[str, int], dict[str, int], int]:
+    t = CacheAsset.__table__
+    async with cache.backends.engine.connect() as conn:
+        rows = (await conn.execute(select(t.c.status, t.c.error_kind, func.count()).group_by(
+            t.c.status, t.c.error_kind))).all()
+        stored = (await conn.execute(select(func.coalesce(func.sum(t.c.size_bytes), 0)).where(
+            t.c.status == "CACHED"))).scalar_one()
+    by_status = {s.value: 0 for s in CacheStatus}
+    kinds: dict[str, int] = {}
+    for status, kind, n in rows:
+        by_status[status] += n
+        if status == "FAILED":
+            kinds[kind or "unknown"] = kinds.get(kind or "unknown", 0) + n
+    return by_status, kinds, int(stored)
+
+
+async def _assert_counts_match(cache: MediaCache) -> None:
+    stats = await cache.cache_stats()
+    by_status, kinds, stored = await _true_counts(cache)
+    assert {s: stats[s.lower()] for s in by_status} == by_status
+    assert stats.total == sum(by_status.values())
+    assert stats.failed_by_kind == kinds
+    assert await cache.stored_bytes() == stored
+
+
+async def _drive(cache: MediaCache, asset_id: uuid.UUID, rng: random.Random) -> None:
+    """One asset through a random path of the status machine, as workers, retries and cleanup move it."""
+    assets = cache.backends.assets
+    for _attempt in range(rng.randint(1, 3)):
+        claim = await assets.claim(asset_id, uuid.uuid4().hex, lease_s=30)
+        if claim is None:
+            return
+        roll = rng.random()
+        if roll < 0.5:
+            await assets.mark_cached(claim, cache_key=f"media/{asset_id}/{claim.token}.jpg", content_type="image/jpeg",
+                                     size_bytes=rng.randint(1, 10_000), sha256="0" * 64)
+            return
+        kind = rng.choice([ErrorKind.TRANSIENT, ErrorKind.NOT_FOUND, ErrorKind.FORBIDDEN])
+        await assets.record_failure(claim, error="x", error_kind=kind, final=roll > 0.8)
+        await asyncio.sleep(0)
+
+
+async def test_counters_follow_every_change_even_concurrent_ones(cache: MediaCache) -> None:
+    await _assert_counts_match(cache)
+    ids = [uuid.uuid4() for _ in range(120)]
+    await cache.backends.assets.insert_pending([(i, f"https://example.com/{i}.jpg") for i in ids])
+    await _assert_counts_match(cache)
+    rng = random.Random(7)
+    await asyncio.gather(*(_drive(cache, i, random.Random(rng.random())) for i in ids))
+    await _assert_counts_match(cache)
+
+    # A retry (FAILED -> PENDING), a repair (CACHED -> PENDING), deletions: all counted.
+    await cache.backends.assets.reset_failed(10)
+    cached = await cache.backends.assets.cached_page(None, 5)
+    await cache.backends.assets.uncache([i for i, _ in cached], error="gone")
+    await cache.backends.assets.delete_ids(ids[:30])
+    await _assert_counts_match(cache)
+    assert (await cache.cache_stats()).total == 90
+
+
+async def test_statistics_read_a_few_rows_not_the_table(cache: MediaCache) -> None:
+    with count_queries(cache) as statements:
+        await cache.cache_stats()
+        await cache.stored_bytes()
+    assert len(statements) == 2
+    assert all("cache_asset_counts" in s and "FROM cache_assets" not in s for s in statements)
+
+
+async def test_the_migration_counts_the_rows_that_exist(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import insert
+
+    from mediacache.db.schema import alembic_config, upgrade_async
+    from mediacache.settings import load_settings
+
+    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'm.db'}", data_dir=tmp_path)
+    await asyncio.to_thread(command.upgrade, alembic_config(settings.sqlalchemy_url), "0002")
+    now = datetime.now(UTC)
+    rows = [{"id": uuid.uuid4(), "original_url": "https://e.com/x", "status": status, "attempts": 1,
+             "error_kind": kind, "size_bytes": size, "created_at": now, "updated_at": now}
+            for status, kind, size in [("PENDING", None, None), ("CACHED", None, 100), ("CACHED", None, 50),
+                                       ("FAILED", "not_found", None), ("FAILED", None, None)]]
+    async with MediaCache(settings) as mc:
+        async with mc.backends.engine.begin() as conn:
+            await conn.execute(insert(CacheAsset.__table__), rows)
+        await upgrade_async(settings)
+        await _assert_counts_match(mc)
+        stats = await mc.cache_stats()
+        assert (stats.cached, stats.failed, stats.failed_by_kind) == (2, 2, {"not_found": 1, "unknown": 1})
+        assert await mc.stored_bytes() == 150
