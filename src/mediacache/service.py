@@ -49,6 +49,7 @@ from mediacache.storage import ObjectStore, open_store
 log = logging.getLogger("mediacache")
 
 MAX_BATCH = 10_000
+RETRY_BATCH = 1000
 
 
 class Backends:
@@ -245,11 +246,21 @@ class MediaCache:
             cached=by_status[CacheStatus.CACHED], failed=by_status[CacheStatus.FAILED],
             total=sum(by_status.values()), failed_by_kind=failed_by_kind)
 
-    async def retry_failed(self, limit: int = 100_000) -> int:
-        """FAILED assets back to PENDING with a fresh job each; returns how many."""
+    async def retry_failed(self, limit: int = 100_000, *, batch_size: int = RETRY_BATCH,
+                           on_progress: Callable[[int], None] | None = None) -> int:
+        """FAILED assets back to PENDING with a fresh job each; returns how many.
+
+        Works in batches of `batch_size`: each is one short transaction and one addBulk, so a
+        hundred thousand failures never sit in one statement or one Redis call. A batch whose jobs
+        cannot be queued is put back to FAILED and QueueUnavailableError is raised; the batches
+        before it stay retried.
+        """
         assets, queue = self._backends.assets, self._backends.queue
-        moved = await assets.reset_failed(limit)
-        if moved:
+        retried = 0
+        while retried < limit:
+            moved = await assets.reset_failed(min(batch_size, limit - retried))
+            if not moved:
+                break
             try:
                 await queue.requeue(moved)
             except QueueUnavailableError:
@@ -258,7 +269,10 @@ class MediaCache:
                     await assets.restore_failed([i for i, _ in moved],
                                                 error="retry could not be queued: Redis did not answer")
                 raise
-        return len(moved)
+            retried += len(moved)
+            if on_progress is not None:
+                on_progress(len(moved))
+        return retried
 
     async def cleanup(self, days: int = 30, include_referenced: bool = False) -> int:
         """Deletes settled assets older than `days` days with their stored objects; returns how many.
@@ -267,7 +281,8 @@ class MediaCache:
         """
         return (await self.cleanup_report(days, include_referenced)).removed
 
-    async def cleanup_report(self, days: int = 30, include_referenced: bool = False) -> CleanupResult:
+    async def cleanup_report(self, days: int = 30, include_referenced: bool = False, *,
+                             on_progress: Callable[[int], None] | None = None) -> CleanupResult:
         """Deletes settled assets older than `days` days: removed, kept because an application row
         references them (unless `include_referenced`), and not cleaned because their object could
         not be deleted (see `maintenance.cleanup`)."""
@@ -275,7 +290,7 @@ class MediaCache:
             raise InvalidArgumentError(f"cleanup(days={days!r}): days must be a whole number, 0 or more")
         return await cleanup.remove_settled(
             self._backends.assets, self._backends.store, self._backends.queue, days=days,
-            referenced=None if include_referenced else self._apps.referenced)
+            referenced=None if include_referenced else self._apps.referenced, on_progress=on_progress)
 
     async def reconcile(self, *, min_age_s: float = 60.0, check_objects: bool = False,
                         requeue_missing: bool = False) -> ReconcileReport:

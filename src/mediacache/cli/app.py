@@ -9,7 +9,8 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -251,12 +252,14 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="One JSON object"
 
 @app.command("retry-failed")
 def retry_failed() -> None:
-    """Puts FAILED assets back to PENDING and queues them again."""
+    """Puts FAILED assets back to PENDING and queues them again, a batch at a time."""
     async def main() -> int:
         from mediacache.service import MediaCache
 
         async with MediaCache(_settings()) as mc:
-            return await mc.retry_failed()
+            total = (await mc.cache_stats()).failed
+            with _progress("retrying", total) as advance:
+                return await mc.retry_failed(on_progress=advance)
     out.print(f"retried {_run(main)} failed assets")
 
 
@@ -266,12 +269,17 @@ def cleanup(
     include_referenced: Annotated[bool, typer.Option(
         "--include-referenced", help="Also remove assets that application rows still reference")] = False,
 ) -> None:
-    """Deletes settled assets older than N days, with their stored objects."""
+    """Deletes settled assets older than N days, with their stored objects, a batch at a time.
+
+    Safe to stop and to run again: every batch is its own short transaction.
+    """
     async def main() -> dict[str, Any]:
         from mediacache.service import MediaCache
 
         async with MediaCache(_settings()) as mc:
-            return (await mc.cleanup_report(days, include_referenced)).as_dict()
+            stats = await mc.cache_stats()
+            with _progress("cleaning up", stats.cached + stats.failed) as advance:
+                return (await mc.cleanup_report(days, include_referenced, on_progress=advance)).as_dict()
     report = _run(main)
     out.print(f"removed {report['removed']} assets older than {days} days")
     if report["kept_referenced"]:
@@ -279,6 +287,15 @@ def cleanup(
                   "(remove them too with --include-referenced)")
     if report["not_cleaned"]:
         out.print(f"kept {report['not_cleaned']} whose stored object could not be deleted (see the log)")
+
+
+@contextmanager
+def _progress(what: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (settled assets as the upper bound); yields the function to advance it."""
+    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                  transient=not err.is_terminal) as progress:
+        task = progress.add_task(what, total=total or None)
+        yield lambda n: progress.advance(task, n)
 
 
 @app.command("backfill-legacy-keys")

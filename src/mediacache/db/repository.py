@@ -272,8 +272,10 @@ class AssetRepository:
     async def reset_failed(self, limit: int) -> list[tuple[uuid.UUID, str]]:
         """FAILED -> PENDING for up to `limit` assets; returns (id, url) of those moved."""
         async with self._tx() as conn:
+            # Oldest failure first, along ix_cache_assets_status_updated_at: moved rows leave the
+            # FAILED set, so the next batch starts where this one ended without a sort of them all.
             ids = (await conn.execute(select(_t.c.id).where(_t.c.status == CacheStatus.FAILED.value)
-                                      .order_by(_t.c.created_at).limit(limit))).scalars().all()
+                                      .order_by(_t.c.updated_at).limit(limit))).scalars().all()
             if not ids:
                 return []
             stmt = (update(_t).where(_t.c.id.in_(ids), _t.c.status.in_(

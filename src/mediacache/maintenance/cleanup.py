@@ -25,14 +25,15 @@ ReferencedCheck = Callable[[Sequence[uuid.UUID]], Awaitable[set[uuid.UUID]]]
 
 
 async def remove_settled(assets: AssetRepository, store: ObjectStore, queue: JobQueue, *, days: int,
-                         referenced: ReferencedCheck | None, page_size: int = PAGE_SIZE) -> CleanupResult:
+                         referenced: ReferencedCheck | None, page_size: int = PAGE_SIZE,
+                         on_progress: Callable[[int], None] | None = None) -> CleanupResult:
     """Removes CACHED and FAILED assets created more than `days` days ago.
 
     Pages through the candidates oldest first by (created_at, id), so each page is one short
     query and a run stopped half-way can simply be run again. With `referenced`, assets that an
     application row still points at are kept and counted. An object is deleted before its row,
     and a row whose object cannot be deleted is kept, so no row points nowhere and no object is
-    orphaned.
+    orphaned. `on_progress` hears how many candidates each page looked at.
     """
     cutoff = utcnow() - timedelta(days=days)
     removed = kept_referenced = not_cleaned = 0
@@ -55,4 +56,6 @@ async def remove_settled(assets: AssetRepository, store: ObjectStore, queue: Job
         removed += await assets.delete_settled(deletable)
         with contextlib.suppress(QueueUnavailableError):
             await queue.remove(deletable)
+        if on_progress is not None:
+            on_progress(len(page))
     return CleanupResult(removed=removed, kept_referenced=kept_referenced, not_cleaned=not_cleaned)
