@@ -114,3 +114,15 @@ async def test_redis_down_fails_the_call_and_leaves_no_row(
 async def test_unknown_ids_and_non_uuid_values_get_none_from_get_asset(cache: MediaCache) -> None:
     assert await cache.get_asset(uuid.uuid4()) is None
     assert await cache.get_asset("not-a-uuid") is None
+
+
+async def test_many_calls_in_flight_wait_for_a_redis_connection_instead_of_failing(cache: MediaCache) -> None:
+    # redis-py's default pool raises "Too many connections" past 100 calls in flight; a cleanup
+    # removing jobs while an API queues new ones reaches that easily.
+    queue = cache.backends.queue
+    ids = [uuid.uuid4() for _ in range(160)]
+    await asyncio.gather(*(queue.add(i, f"https://example.com/many/{i}.jpg") for i in ids))
+    assert (await cache.queue_stats()).waiting == 160
+    await asyncio.gather(queue.remove(ids[:100]), *(queue.add(uuid.uuid4(), "https://example.com/x.jpg")
+                                                     for _ in range(60)))
+    assert (await cache.queue_stats()).waiting == 120

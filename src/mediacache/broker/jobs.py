@@ -25,6 +25,7 @@ KEEP_FAILED = {"age": 7 * 24 * 3600}
 # Removals in flight at once: retry-failed and reconcile remove thousands of old jobs, and one
 # round trip after another would take seconds.
 _REMOVE_BATCH = 100
+_MAX_CONNECTIONS = 64
 
 
 def job_options(asset_id: uuid.UUID, settings: Settings) -> dict[str, Any]:
@@ -51,8 +52,14 @@ class JobQueue:
         conn["socket_timeout"] = 5.0
         # One quick retry covers a dropped idle connection; bullmq's own default (20 retries with
         # backoff up to 20 s) would hold an API request for minutes while Redis is down.
-        self._client = aioredis.Redis(**conn, decode_responses=True, retry=Retry(NoBackoff(), 1),
-                                      health_check_interval=30)
+        # A blocking pool: redis-py's default pool raises "Too many connections" once 100 calls are in
+        # flight (a cleanup removing jobs while requests queue new ones); this one makes the extra
+        # calls wait for a connection instead.
+        connection_class = aioredis.SSLConnection if conn.pop("ssl", False) else aioredis.Connection
+        pool = aioredis.BlockingConnectionPool(
+            max_connections=_MAX_CONNECTIONS, timeout=conn["socket_timeout"], connection_class=connection_class,
+            decode_responses=True, retry=Retry(NoBackoff(), 1), health_check_interval=30, **conn)
+        self._client = aioredis.Redis.from_pool(pool)
         self._queue = Queue(QUEUE_NAME, {"connection": self._client, "prefix": settings.queue_prefix})
 
     @property

@@ -1,0 +1,208 @@
+"""A million assets in PostgreSQL: how long statistics, the dashboard, resolution and maintenance take.
+
+    .venv/bin/python bench/scale.py [--rows 1000000] [--keep]
+
+Creates its own database (`mediacache_scale_<pid>`) on the PostgreSQL of MEDIACACHE_TEST_PG
+(default postgresql://postgres@127.0.0.1:5432/postgres) and a private BullMQ prefix on
+127.0.0.1:6379, fills the table with `--rows` assets in one INSERT ... SELECT (half of them older
+than 30 days and settled, the rest mixed: 60% CACHED, 20% FAILED, 15% PENDING, 5% DOWNLOADING),
+then times each operation the production-scale issue names, prints a line per figure and one JSON
+line at the end, and drops the database and the Redis keys (unless --keep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from mediacache.api import create_app
+from mediacache.api.routes_dashboard import dashboard_data
+from mediacache.api.server import bind, serving
+from mediacache.db.schema import upgrade
+from mediacache.service import MediaCache
+from mediacache.settings import load_settings
+
+ADMIN_DSN = os.environ.get("MEDIACACHE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+# Row i: even rows are 31-90 days old and settled (CACHED, or FAILED for one in five), odd rows
+# are 0-29 days old with mixed statuses. 500,000 rows of a million are what cleanup(days=30) removes.
+GENERATE = """
+INSERT INTO cache_assets (id, original_url, status, cache_key, content_type, size_bytes, sha256, attempts,
+                          error, error_kind, created_at, updated_at, cached_at)
+SELECT md5(i::text || $2)::uuid,
+       'https://p16-sign.tiktokcdn.com/obj/' || i || '.jpeg?x-expires=1700000000&x-signature=abc',
+       s.status,
+       CASE WHEN s.status = 'CACHED' THEN 'media/' || md5(i::text || $2)::uuid || '/' || md5(i::text) || '.jpg' END,
+       CASE WHEN s.status = 'CACHED' THEN 'image/jpeg' END,
+       CASE WHEN s.status = 'CACHED' THEN 20000 + (i % 100000) END,
+       CASE WHEN s.status = 'CACHED' THEN md5(i::text) || md5(i::text) END,
+       CASE WHEN s.status IN ('CACHED', 'PENDING') THEN 1 ELSE 3 END,
+       CASE WHEN s.status = 'FAILED' THEN 'https://example.com answered 404' END,
+       CASE WHEN s.status = 'FAILED' THEN (ARRAY['not_found', 'transient', 'forbidden', 'expired'])[1 + i % 4] END,
+       s.created_at, s.created_at + interval '1 minute',
+       CASE WHEN s.status = 'CACHED' THEN s.created_at + interval '1 minute' END
+FROM generate_series(1, $1) AS i,
+LATERAL (SELECT
+    CASE WHEN i % 2 = 0 THEN (CASE WHEN i % 10 = 0 THEN 'FAILED' ELSE 'CACHED' END)
+         WHEN i % 20 < 12 THEN 'CACHED' WHEN i % 20 < 16 THEN 'FAILED' WHEN i % 20 < 19 THEN 'PENDING'
+         ELSE 'DOWNLOADING' END AS status,
+    CASE WHEN i % 2 = 0 THEN now() - interval '31 days' - (i % 59) * interval '1 day'
+         ELSE now() - (i % 29) * interval '1 day' - (i % 86400) * interval '1 second' END AS created_at
+) AS s
+"""
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> tuple[float, float, Any]:
+    """p50 and p99 in ms of `repeat` calls, and the last result."""
+    times: list[float] = []
+    result: Any = None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = await fn()
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))], result
+
+
+async def admin(sql: str) -> None:
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    args = parser.parse_args()
+    name = f"mediacache_scale_{os.getpid()}"
+    prefix = f"mcbench-scale-{uuid.uuid4().hex[:8]}"
+    dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    figures: dict[str, Any] = {"rows": args.rows}
+
+    def report(key: str, value: Any, text: str) -> None:
+        figures[key] = value
+        print(text, flush=True)
+
+    await admin(f'CREATE DATABASE "{name}"')
+    tmp = TemporaryDirectory(prefix="mediacache-scale-")
+    try:
+        settings = load_settings(database_url=dsn, data_dir=Path(tmp.name), queue_prefix=prefix,
+                                 redis_host="127.0.0.1", redis_port=6379, signing_secret="bench")
+        await asyncio.to_thread(upgrade, settings)
+        conn = await asyncpg.connect(dsn)
+        try:
+            start = time.perf_counter()
+            await conn.execute(GENERATE, args.rows, uuid.uuid4().hex)
+            await conn.execute("ANALYZE cache_assets")
+            report("generate_s", round(time.perf_counter() - start, 1),
+                   f"generated {args.rows} assets in {time.perf_counter() - start:.1f} s (triggers on)")
+            sizes = await conn.fetchrow(
+                "SELECT pg_relation_size('cache_assets') AS heap, pg_indexes_size('cache_assets') AS idx")
+            report("table_mib", round(sizes["heap"] / 2**20), f"table {sizes['heap'] / 2**20:.0f} MiB, "
+                   f"indexes {sizes['idx'] / 2**20:.0f} MiB")
+            figures["indexes_mib"] = round(sizes["idx"] / 2**20)
+            sample = [r["id"] for r in await conn.fetch(
+                "SELECT id FROM cache_assets ORDER BY random() LIMIT 1000")]
+        finally:
+            await conn.close()
+
+        async with MediaCache(settings) as cache:
+            p50, p99, stats = await timed(cache.cache_stats, 50)
+            report("cache_stats_p99_ms", round(p99, 2), f"cache_stats(): p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+                   f"(total {stats.total}, failed {stats.failed}) target < 50 ms")
+            p50, p99, _ = await timed(lambda: dashboard_data(cache), 20)
+            report("dashboard_p99_ms", round(p99, 1), f"dashboard data: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+                   "target < 300 ms")
+            p50, p99, _ = await timed(lambda: cache.get_urls(sample), 50)
+            report("get_urls_1000_p99_ms", round(p99, 2), f"get_urls({len(sample)}): p50 {p50:.2f} ms, "
+                   f"p99 {p99:.2f} ms target < 20 ms")
+
+            sock = bind("127.0.0.1", 0)
+            async with serving(create_app(settings, run_worker=False), sock) as running, \
+                    httpx.AsyncClient(base_url=running.url) as client:
+                async def api_stats() -> None:
+                    (await client.get("/api/stats")).raise_for_status()
+                p50, p99, _ = await timed(api_stats, 50)
+                report("api_stats_p99_ms", round(p99, 2), f"GET /api/stats: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+                       "target < 50 ms")
+
+            start = time.perf_counter()
+            retried = await cache.retry_failed()
+            report("retry_failed_s", round(time.perf_counter() - start, 1),
+                   f"retry_failed(): {retried} assets in {time.perf_counter() - start:.1f} s (batches of 1000)")
+
+            latencies: list[float] = []
+            stop = asyncio.Event()
+
+            async def enqueue_while_cleaning() -> None:
+                n = 0
+                while not stop.is_set():
+                    t0 = time.perf_counter()
+                    await cache.cache_image(f"https://example.com/during-cleanup/{n}.jpg")
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    n += 1
+                    await asyncio.sleep(0.01)
+
+            producer = asyncio.create_task(enqueue_while_cleaning())
+            start = time.perf_counter()
+            result = await cache.cleanup_report(days=30, include_referenced=True)
+            stop.set()
+            await producer
+            latencies.sort()
+            p99 = latencies[int(len(latencies) * 0.99)] if latencies else 0.0
+            report("cleanup_s", round(time.perf_counter() - start, 1),
+                   f"cleanup(days=30): removed {result.removed} in {time.perf_counter() - start:.1f} s; "
+                   f"cache_image meanwhile p50 {statistics.median(latencies):.2f} ms p99 {p99:.2f} ms "
+                   f"({len(latencies)} calls) target p99 < 10 ms")
+            figures["cache_image_during_cleanup_p99_ms"] = round(p99, 2)
+
+            start = time.perf_counter()
+            before = rss_mib()
+            rec = await cache.reconcile(min_age_s=0)
+            report("reconcile_s", round(time.perf_counter() - start, 1),
+                   f"reconcile(): requeued {rec.requeued} in {time.perf_counter() - start:.1f} s, peak RSS "
+                   f"{rss_mib():.0f} MiB (was {before:.0f})")
+            start = time.perf_counter()
+            gc = await cache.collect_garbage(dry_run=True)
+            report("gc_s", round(time.perf_counter() - start, 1),
+                   f"gc --dry-run: {len(gc.orphan_objects)} orphans, {len(gc.dangling_rows)} rows without object "
+                   f"in {time.perf_counter() - start:.1f} s, peak RSS {rss_mib():.0f} MiB")
+            figures["peak_rss_mib"] = round(rss_mib())
+    finally:
+        client = aioredis.Redis(host="127.0.0.1", port=6379)
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.delete(*keys[start:start + 1000])
+        await client.aclose()
+        if not args.keep:
+            await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        tmp.cleanup()
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
