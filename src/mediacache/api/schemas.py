@@ -9,20 +9,28 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from mediacache.domain import CacheStatus
+from mediacache.fetching.urls import MAX_URL_LENGTH
 
 # A batch is one transaction and one addBulk; larger batches belong in several requests, so that no
 # single request holds a database transaction (or the event loop) for long.
 MAX_API_BATCH = 1000
-MAX_URL_CHARS = 8192
+MAX_URL_CHARS = MAX_URL_LENGTH
+# In the OpenAPI schema as well as checked here, so that generated clients refuse what the server
+# refuses. JSON Schema patterns have no case-insensitive flag, hence the character classes; the
+# full check (host, port, credentials, ...) is validate_url's, behind a 422 invalid_url.
+URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://"
 
-Url = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URL_CHARS)]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URL_CHARS, pattern=URL_PATTERN)]
+# An original URL to fall back to is handed back as given, never fetched: only its length is bounded.
+FallbackUrl = Annotated[str, StringConstraints(max_length=MAX_URL_CHARS)]
 # A value to resolve: an asset id or a legacy storage key (at most 1024 bytes, as S3 keys).
 Value = Annotated[str, StringConstraints(max_length=1024)]
 
 
 class _Strict(BaseModel):
     # Unknown fields are refused, so a misspelt field ("url" for "urls") is a 422, not silently ignored.
-    model_config = ConfigDict(extra="forbid")
+    # Strict types: `{"days": true}` or `{"days": "1"}` on a destructive call is a 422, never days=1.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class QueueRequest(_Strict):
@@ -60,8 +68,14 @@ class AssetResponse(BaseModel):
 
 
 class ResolveRequest(_Strict):
-    values: list[Value | None] = Field(max_length=MAX_API_BATCH)
-    original_urls: list[Url | None] | None = Field(default=None, max_length=MAX_API_BATCH)
+    # The equal-length rule cannot be said in JSON Schema; a description and an `x-` keyword say it.
+    model_config = ConfigDict(json_schema_extra={"x-equal-length": ["values", "original_urls"]})
+
+    values: list[Value | None] = Field(max_length=MAX_API_BATCH, description=(
+        "asset ids or legacy storage keys; a legacy key is resolved only when an object is stored under it"))
+    original_urls: list[FallbackUrl | None] | None = Field(default=None, max_length=MAX_API_BATCH, description=(
+        "when given, exactly as many entries as `values` (null where there is none): "
+        "the URL to answer for a value that has no stored copy"))
 
     @model_validator(mode="after")
     def _same_length(self) -> ResolveRequest:
