@@ -30,7 +30,7 @@ from mediacache.domain import CacheStatus
 router = APIRouter(prefix="/api", tags=["assets"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 422, 503)}
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 408, 413, 422, 503)}
 
 
 @router.post("/assets", status_code=202, response_model=QueuedResponse, dependencies=WRITE, responses=_ERRORS)

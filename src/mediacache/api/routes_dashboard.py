@@ -12,7 +12,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from mediacache.api.auth import has_token, reads_protected
 from mediacache.api.deps import READ, CacheDep
-from mediacache.api.schemas import CacheStatsBody, DashboardResponse, FailureBody, QueueStatsBody
+from mediacache.api.schemas import CacheStatsBody, DashboardResponse, ErrorResponse, FailureBody, QueueStatsBody
 from mediacache.errors import QueueUnavailableError
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
@@ -69,7 +69,8 @@ async def dashboard_data(cache: MediaCache, *, details: bool) -> DashboardRespon
         throughput_bucket_s=THROUGHPUT_BUCKET_S, throughput=throughput)
 
 
-@router.get("/api/dashboard", response_model=DashboardResponse, dependencies=READ)
+@router.get("/api/dashboard", response_model=DashboardResponse, dependencies=READ,
+            responses={code: {"model": ErrorResponse} for code in (401, 403)})
 async def dashboard_json(request: Request, cache: CacheDep) -> DashboardResponse:
     """Everything the dashboard shows, in one request (polled every 2 s by the page)."""
     return await dashboard_data(cache, details=has_token(request))

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from mediacache.domain import CacheStatus
 from mediacache.fetching.urls import MAX_URL_LENGTH
@@ -16,9 +16,15 @@ from mediacache.fetching.urls import MAX_URL_LENGTH
 MAX_API_BATCH = 1000
 MAX_URL_CHARS = MAX_URL_LENGTH
 # In the OpenAPI schema as well as checked here, so that generated clients refuse what the server
-# refuses. JSON Schema patterns have no case-insensitive flag, hence the character classes; the
-# full check (host, port, credentials, ...) is validate_url's, behind a 422 invalid_url.
-URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://"
+# refuses: http(s), a DNS name (last label not numeric) or a canonical IPv4 address, a port in
+# range, no credentials, whitespace, controls or backslashes. JSON Schema patterns have no
+# case-insensitive flag, hence the character classes. validate_url still has the last word
+# (IDNA, label lengths), behind a 422 invalid_url; IPv6 and international hosts are left to it.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_HOST = (rf"(?:{_OCTET}(?:\.{_OCTET}){{3}}"
+         r"|(?:[A-Za-z0-9_][A-Za-z0-9_-]{0,62}\.)*[A-Za-z_][A-Za-z0-9_-]{0,62}\.?)")
+_PORT = r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+URL_PATTERN = rf"^[hH][tT][tT][pP][sS]?://{_HOST}{_PORT}(?:[/?#][^\s\x00-\x1f\x7f-\x9f\\]*)?$"
 
 Url = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URL_CHARS, pattern=URL_PATTERN)]
 # An original URL to fall back to is handed back as given, never fetched: only its length is bounded.
@@ -115,8 +121,18 @@ class RetriedResponse(BaseModel):
     retried: int
 
 
+def _number_not_bool_or_text(value: Any) -> Any:
+    if isinstance(value, bool | str):
+        raise ValueError(f"expected a JSON integer, not {type(value).__name__} {value!r:.20}")
+    return value
+
+
+# An integer as JSON Schema means it: 7 and 7.0 (JSON has one number type), never true or "7".
+JsonInt = Annotated[int, Field(strict=False), BeforeValidator(_number_not_bool_or_text)]
+
+
 class CleanupRequest(_Strict):
-    days: int = Field(default=30, ge=0, le=100_000)
+    days: JsonInt = Field(default=30, ge=0, le=100_000)
     include_referenced: bool = Field(default=False, description="also assets that application rows point at")
 
 
