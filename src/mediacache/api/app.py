@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mediacache.api import routes_apptables, routes_assets, routes_dashboard, routes_files, routes_ops
-from mediacache.api.auth import AuthGate
+from mediacache.api.auth import AuthGate, access_of
 from mediacache.api.errors import error_response, install_error_handlers
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
@@ -72,12 +72,15 @@ def create_app(settings: Settings, *, run_worker: bool = True, exposed: bool = F
     app.state.signing_key = (load_signing_key(settings.signing_secret, settings.data_dir)
                              if settings.storage_backend == "local" else b"")
     install_error_handlers(app)
-    for module in (routes_assets, routes_apptables, routes_files, routes_ops, routes_dashboard):
+    routers = (routes_assets, routes_apptables, routes_files, routes_ops, routes_dashboard)
+    for module in routers:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=routes_dashboard.STATIC_DIR), name="static")
     app.add_middleware(BodyLimit, timeout_s=settings.request_body_timeout_s)
     # Added last, so it runs first: the token is checked before any body is read.
-    app.add_middleware(AuthGate)
+    gated = [(route, access_of(route, module.router.dependencies)) for module in routers
+             for route in module.router.routes]
+    app.add_middleware(AuthGate, routes=gated)
     return app
 
 

@@ -7,11 +7,11 @@ server listens beyond loopback (`create_app(..., exposed=True)`).
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from fastapi import Request
-from fastapi.params import Depends
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mediacache.api.errors import ApiError, error_response
@@ -64,12 +64,13 @@ def require_read(request: Request) -> None:
         require_write(request)
 
 
-def _access_of(route: Any) -> Access | None:
-    for dep in getattr(route, "dependencies", ()):
-        if isinstance(dep, Depends) and dep.dependency is require_write:
-            return "write"
-        if isinstance(dep, Depends) and dep.dependency is require_read:
-            return "read"
+def access_of(route: BaseRoute, router_dependencies: Sequence[Any] = ()) -> Access | None:
+    """What a route's own dependencies (and its router's) ask for: "write", "read" or nothing."""
+    found = {getattr(dep, "dependency", None) for dep in (*router_dependencies, *getattr(route, "dependencies", ()))}
+    if require_write in found:
+        return "write"
+    if require_read in found:
+        return "read"
     return None
 
 
@@ -79,29 +80,30 @@ class AuthGate:
     FastAPI reads and parses a request's body before it runs the route's dependencies, so with
     the dependencies alone an anonymous caller could make the server parse a 4 MiB body (and a
     malformed one got 400 instead of 401). The route that will answer is found the way the
-    router finds it (the first full match), and its own require_read / require_write decide.
+    router finds it (the first full match in `routes`, in the order they were included), and its
+    own require_read / require_write decide.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, routes: Sequence[tuple[BaseRoute, Access | None]]) -> None:
         self.app = app
+        self.routes = list(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            app = scope["app"]
-            access = self._access(app, scope)
-            if access == "write" or (access == "read" and reads_protected(app.state)):
+            state = scope["app"].state
+            access = self._access(scope)
+            if access == "write" or (access == "read" and reads_protected(state)):
                 headers = dict(scope.get("headers") or [])
-                error = _refusal(app.state.settings, headers.get(b"authorization", b"").decode("latin-1"))
+                error = _refusal(state.settings, headers.get(b"authorization", b"").decode("latin-1"))
                 if error is not None:
                     await error_response(error.status_code, error.error, error.detail, error.headers)(
                         scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
-    @staticmethod
-    def _access(app: Any, scope: Scope) -> Access | None:
-        for route in app.router.routes:
+    def _access(self, scope: Scope) -> Access | None:
+        for route, access in self.routes:
             match, _ = route.matches(scope)
             if match is Match.FULL:
-                return _access_of(route)
+                return access
         return None
