@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 from mediacache.api.routes_files import redirect_max_age_s
@@ -77,15 +78,18 @@ async def test_batch_resolve_and_stats(api: Api, origin: Origin) -> None:
     await api.wait_settled(ids)
 
     unknown = new_id()
+    await api.cache.backends.store.put_stream("legacy/cover.jpg", _one_chunk(b"cover"))
     resolved = await api.client.post("/api/urls", json={
-        "values": [*ids, unknown, None, "legacy/cover.jpg"],
+        "values": [*ids, unknown, None, "legacy/cover.jpg", "legacy/none.jpg"],
         "original_urls": ["https://a.example/x", None, None, "https://b.example/unknown", "https://c.example/none",
-                          None]})
+                          None, None]})
     assert resolved.status_code == 200, resolved.text
     out = resolved.json()["urls"]
     assert all(u.startswith(f"{api.url}/files/media/") for u in out[:3])
     assert out[3:5] == ["https://b.example/unknown", "https://c.example/none"]
+    # A legacy key is signed only when an object is stored under it.
     assert out[5].startswith(f"{api.url}/files/legacy/cover.jpg?")
+    assert out[6] is None
     # Every resolved link serves the right object.
     for i, link in enumerate(out[:3]):
         got = await api.client.get(link)
@@ -128,3 +132,7 @@ async def test_openapi_schema_names_every_endpoint(api: Api) -> None:
         assert method in paths[path], (path, method)
     assert {"QueueBatchRequest", "TikTokPostRecord", "CarouselRecord"} <= set(schema["components"]["schemas"])
     assert (await api.client.get("/docs")).status_code == 200
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data

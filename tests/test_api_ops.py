@@ -83,11 +83,17 @@ def _closed_port() -> int:
 
 
 async def test_readyz_is_503_naming_redis_when_redis_is_down(make_settings: SettingsFactory) -> None:
-    async with running_api(make_settings, run_worker=False, redis_port=_closed_port()) as api:
+    port = _closed_port()
+    async with running_api(make_settings, run_worker=False, redis_port=port, api_token=TOKEN) as api:
         assert (await api.client.get("/healthz")).json() == {"status": "ok"}
         ready = await api.client.get("/readyz")
         assert ready.status_code == 503
-        checks = ready.json()["checks"]
+        # Anonymous callers learn that Redis is away, not where it lives.
+        assert ready.json()["checks"] == {"database": "ok", "redis": "unavailable", "storage": "ok"}
+        anonymous_dashboard = (await api.client.get("/api/dashboard")).json()
+        assert anonymous_dashboard["queue_error"] == "unavailable" and str(port) not in ready.text
+        api.client.headers["Authorization"] = f"Bearer {TOKEN}"
+        checks = (await api.client.get("/readyz")).json()["checks"]
         assert checks["database"] == "ok" and checks["storage"] == "ok"
         assert checks["redis"] != "ok" and "Redis" in checks["redis"]
 

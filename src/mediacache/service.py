@@ -45,6 +45,7 @@ from mediacache.records import (
 )
 from mediacache.settings import Settings, load_settings
 from mediacache.storage import ObjectStore, open_store
+from mediacache.storage.existing import stored_keys
 
 log = logging.getLogger("mediacache")
 
@@ -195,9 +196,16 @@ class MediaCache:
         return (await self.get_urls([value], [original_url]))[0]
 
     async def get_urls(self, values: Sequence[str | uuid.UUID | None],
-                       original_urls: Sequence[str | None] | None = None) -> list[str | None]:
+                       original_urls: Sequence[str | None] | None = None, *,
+                       legacy_must_exist: bool = False) -> list[str | None]:
         """Resolves many values with one database query: a CACHED asset gives its storage URL, any
-        other asset its original URL, a legacy storage key its storage URL, nothing the original."""
+        other asset its original URL, a legacy storage key its storage URL, nothing the original.
+
+        With `legacy_must_exist` (what the HTTP API asks for, since its callers name keys
+        freely), a legacy key is signed only when an object is stored under it: one HEAD per
+        distinct legacy key, LEGACY_HEAD_CONCURRENCY at a time; asset ids never cost a HEAD.
+        A key with no object resolves as no value does, to its original URL or None.
+        """
         if original_urls is not None and len(original_urls) != len(values):
             raise InvalidArgumentError(
                 f"get_urls got {len(values)} values but {len(original_urls)} original URLs; give one "
@@ -207,6 +215,8 @@ class MediaCache:
         assets = await self._backends.assets.resolvables([p for p in parsed if p is not None])
         store = self._backends.store
         ttl_s = self.settings.url_ttl_s
+        legacy = {str(v) for v, p in zip(values, parsed, strict=True) if p is None and v}
+        stored = await stored_keys(store, legacy) if legacy_must_exist else legacy
         out: list[str | None] = []
         for value, asset_id, original in zip(values, parsed, originals, strict=True):
             if asset_id is not None:
@@ -215,7 +225,7 @@ class MediaCache:
                     out.append(store.url(asset.cache_key, ttl_s=ttl_s))
                 else:
                     out.append(original or (asset.original_url if asset else None))
-            elif value:
+            elif value and str(value) in stored:
                 try:
                     out.append(store.url(str(value), ttl_s=ttl_s))
                 except StorageError:

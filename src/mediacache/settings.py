@@ -12,8 +12,10 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mediacache.errors import ConfigError
+from mediacache.secret_urls import check_url_syntax, mask_url
 
 MAX_PRESIGN_TTL_S = 7 * 24 * 3600  # S3 SigV4 refuses presigned URLs valid for longer
+_REDIS_EXAMPLE = "redis://:p%40ss@host:6379/0"
 REDIS_ENV_NAMES = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB")
 
 
@@ -77,7 +79,9 @@ class Settings(BaseSettings):
 
     # HTTP service.
     api_token: SecretStr | None = _var("MEDIACACHE_API_TOKEN", None)
-    api_token_reads: bool = _var("MEDIACACHE_API_TOKEN_READS", False)
+    # Unset: reads need the token when the server listens beyond loopback (api/auth.py).
+    api_token_reads: bool | None = _var("MEDIACACHE_API_TOKEN_READS", None)
+    request_body_timeout_s: float = _var("MEDIACACHE_REQUEST_BODY_TIMEOUT_S", 30.0, gt=0)
 
     @field_validator("redis_url", "database_url", "redis_password", "r2_secret_access_key", "signing_secret",
                      "api_token", "r2_account_id", "r2_access_key_id", "r2_bucket_name", "r2_public_url",
@@ -168,9 +172,11 @@ class Settings(BaseSettings):
                 if parts.scheme not in ("http", "https") or not parts.netloc:
                     raise ConfigError(f"{name}={value!r} is not an http(s) URL; give one like https://media.example.com")
         if self.redis_url is not None:
+            check_url_syntax("REDIS_URL", self.redis_url.get_secret_value(), _REDIS_EXAMPLE)
             scheme = urlsplit(self.redis_url.get_secret_value()).scheme
             if scheme not in ("redis", "rediss"):
                 raise ConfigError(f"REDIS_URL has scheme {scheme!r}; use redis://host:port/db or rediss://...")
+        self._check_parses()
         try:
             self.allowed_network_list  # noqa: B018
         except ValueError as exc:
@@ -178,6 +184,22 @@ class Settings(BaseSettings):
                 f"MEDIACACHE_ALLOWED_NETWORKS={self.allowed_networks!r} is not a comma-separated list of "
                 f"CIDR networks ({exc}); write it like 10.0.0.0/8,127.0.0.2/32") from exc
         return self
+
+    def _check_parses(self) -> None:
+        # Whatever check_url_syntax let through must also parse for redis-py and SQLAlchemy; their
+        # error texts quote the URL's parts, so only the masked URL is shown.
+        from sqlalchemy.engine import make_url
+
+        for name, value, parse in (("REDIS_URL", self.redis_url, lambda: self.redis_connection()),
+                                   ("DATABASE_URL", self.database_url, lambda: make_url(self.sqlalchemy_url).port)):
+            if value is None:
+                continue
+            try:
+                parse()
+            except Exception as exc:
+                raise ConfigError(f"{name}={mask_url(value.get_secret_value())} cannot be parsed "
+                                  f"({type(exc).__name__}); check its spelling and percent-encode special "
+                                  "characters in the password") from None
 
     def __repr_args__(self) -> Any:
         # SecretStr already hides secrets; DATABASE_URL and REDIS_URL are shown without passwords.
@@ -195,7 +217,7 @@ def normalize_database_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise ConfigError(
-            f"DATABASE_URL={_mask(url)!r} is not a URL; use sqlite+aiosqlite:///path/to/file.db or "
+            f"DATABASE_URL={mask_url(url)} is not a URL; use sqlite+aiosqlite:///path/to/file.db or "
             "postgresql://user:password@host:5432/dbname")
     drivers = {
         "sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite",
@@ -205,16 +227,12 @@ def normalize_database_url(url: str) -> str:
     driver = drivers.get(scheme.lower())
     if driver is None:
         raise ConfigError(
-            f"DATABASE_URL={_mask(url)!r} uses {scheme!r}, which mediacache does not support; use "
+            f"DATABASE_URL={mask_url(url)} has a scheme that mediacache does not support; use "
             "sqlite:///path/to/file.db or postgresql://user:password@host:5432/dbname")
+    if driver.startswith("postgresql"):
+        # SQLite paths may hold any character; only a network URL has a password to split on.
+        check_url_syntax("DATABASE_URL", url, "postgresql://user:p%40ss@host:5432/dbname")
     return f"{driver}://{rest}"
-
-
-def _mask(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mediacache.api import routes_apptables, routes_assets, routes_dashboard, routes_files, routes_ops
+from mediacache.api.auth import AuthGate, access_of
 from mediacache.api.errors import error_response, install_error_handlers
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
@@ -24,8 +26,11 @@ log = logging.getLogger("mediacache.api")
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
-def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
+def create_app(settings: Settings, *, run_worker: bool = True, exposed: bool = False) -> FastAPI:
     """The HTTP service. With `run_worker`, a CacheWorker runs in the same process and event loop.
+
+    `exposed` says the server listens beyond loopback: reads then need the token too, unless
+    MEDIACACHE_API_TOKEN_READS says otherwise.
 
     Start-up fails (with the MediaCacheError that says what to do) when the database is not
     migrated or, with a worker, when Redis or the store cannot be used.
@@ -61,24 +66,33 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
         summary="Background media cache: remote URLs in, durable copies in object storage out.",
     )
     app.state.settings = settings
+    app.state.exposed = exposed
     app.state.startup_error = None
     # Read once: with no MEDIACACHE_SIGNING_SECRET the key lives in a file of the data directory.
     app.state.signing_key = (load_signing_key(settings.signing_secret, settings.data_dir)
                              if settings.storage_backend == "local" else b"")
     install_error_handlers(app)
-    for module in (routes_assets, routes_apptables, routes_files, routes_ops, routes_dashboard):
+    routers = (routes_assets, routes_apptables, routes_files, routes_ops, routes_dashboard)
+    for module in routers:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=routes_dashboard.STATIC_DIR), name="static")
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, timeout_s=settings.request_body_timeout_s)
+    # Added last, so it runs first: the token is checked before any body is read.
+    gated = [(route, access_of(route, module.router.dependencies)) for module in routers
+             for route in module.router.routes]
+    app.add_middleware(AuthGate, routes=gated)
     return app
 
 
 class BodyLimit:
     """Refuses request bodies over MAX_BODY_BYTES with 413, counting streamed bytes too (a client
-    may send no Content-Length), so no request can make the server buffer without bound."""
+    may send no Content-Length), so no request can make the server buffer without bound; and
+    answers 408 to a body not received within `timeout_s` (MEDIACACHE_REQUEST_BODY_TIMEOUT_S),
+    so a client that sends part of a body and stalls cannot hold a connection forever."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, timeout_s: float = 30.0) -> None:
         self.app = app
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,18 +103,33 @@ class BodyLimit:
             await error_response(413, "body_too_large", _TOO_LARGE)(scope, receive, send)
             return
         received = 0
+        body_done = False
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         async def limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:
+                # After the body, receive() waits for the client to disconnect (a streaming
+                # response listens for it for as long as it streams): no deadline there.
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                # An HTTPException, so that FastAPI's body parsing passes it on unchanged.
+                raise StarletteHTTPException(408, _TOO_SLOW, headers={"Connection": "close"}) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > MAX_BODY_BYTES:
-                    # An HTTPException, so that FastAPI's body parsing passes it on unchanged.
                     raise StarletteHTTPException(413, _TOO_LARGE)
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         await self.app(scope, limited, send)
 
 
+_TOO_SLOW = ("the request body did not arrive in time (MEDIACACHE_REQUEST_BODY_TIMEOUT_S); send the whole "
+             "body at once")
 _TOO_LARGE = f"the request body is over {MAX_BODY_BYTES} bytes; send large batches as several requests"

@@ -39,7 +39,7 @@ _DOMAIN_ERRORS: list[tuple[type[MediaCacheError], int, str]] = [
 ]
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 406: "not_acceptable", 413: "body_too_large",
+               405: "method_not_allowed", 406: "not_acceptable", 408: "request_timeout", 413: "body_too_large",
                415: "unsupported_media_type", 416: "range_not_satisfiable", 422: "invalid_request"}
 
 

@@ -7,7 +7,17 @@ from dataclasses import dataclass
 
 from mediacache.errors import RangeNotSatisfiableError
 
-_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+# ASCII digits only: `\d` also matches other scripts' digits, which int() would accept.
+_SPEC = re.compile(r"^\s*([0-9]*)\s*-\s*([0-9]*)\s*$")
+# Python refuses to convert numbers of more than 4,300 digits (a ValueError, so a 500); any
+# number this long is past every object, so it is read as "beyond the end" without converting it.
+_MAX_DIGITS = 18
+_BEYOND_ANY_OBJECT = 10**_MAX_DIGITS
+
+
+def _number(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return _BEYOND_ANY_OBJECT if len(digits) > _MAX_DIGITS else int(digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +53,14 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return None
     if not first:
         # A suffix range: the last N bytes.
-        suffix = int(last)
+        suffix = _number(last)
         if suffix == 0 or size == 0:
             raise RangeNotSatisfiableError
         return ByteRange(max(0, size - suffix), size)
-    start = int(first)
-    if last and int(last) < start:
+    start = _number(first)
+    if last and _number(last) < start:
         return None  # invalid, so ignored
     if start >= size:
         raise RangeNotSatisfiableError
-    end = size if not last else min(int(last) + 1, size)
+    end = size if not last else min(_number(last) + 1, size)
     return ByteRange(start, end)

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api", tags=["application tables"], dependencies=READ
 
 # Our ids are 64-bit: a larger number can name no row, and would overflow PostgreSQL's bigint.
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
 
 
 @router.get("/tiktok/posts", response_model=TikTokPostPage, responses=_NOT_FOUND)

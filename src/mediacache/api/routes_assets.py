@@ -30,7 +30,7 @@ from mediacache.domain import CacheStatus
 router = APIRouter(prefix="/api", tags=["assets"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 422, 503)}
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 408, 413, 422, 503)}
 
 
 @router.post("/assets", status_code=202, response_model=QueuedResponse, dependencies=WRITE, responses=_ERRORS)
@@ -60,7 +60,9 @@ async def cleanup(body: CleanupRequest, cache: CacheDep) -> CleanupResponse:
     return CleanupResponse(removed=await cache.cleanup(body.days, include_referenced=body.include_referenced))
 
 
-@router.get("/assets/{asset_id}", response_model=AssetResponse, dependencies=READ,
+# `:uuid` so that GET /api/assets/batch (and the other POST-only paths) match no GET route and
+# answer 405, instead of failing this route's id validation with a 422.
+@router.get("/assets/{asset_id:uuid}", response_model=AssetResponse, dependencies=READ,
             responses={**_ERRORS, 404: {"model": ErrorResponse}})
 async def get_asset(asset_id: uuid.UUID, cache: CacheDep) -> AssetResponse:
     """The asset's record, with the URL to show for it now."""
@@ -75,9 +77,11 @@ async def get_asset(asset_id: uuid.UUID, cache: CacheDep) -> AssetResponse:
 async def resolve(body: ResolveRequest, cache: CacheDep) -> ResolveResponse:
     """Resolves asset ids (or legacy storage keys) to URLs in one query; null where nothing is known.
 
-    A read, though it is a POST: the lists can be too long for a query string.
+    A read, though it is a POST: the lists can be too long for a query string. A legacy key is
+    signed only when an object is stored under it (one HEAD per distinct key), so a caller cannot
+    get a working link for any name it makes up.
     """
-    return ResolveResponse(urls=await cache.get_urls(body.values, body.original_urls))
+    return ResolveResponse(urls=await cache.get_urls(body.values, body.original_urls, legacy_must_exist=True))
 
 
 @router.get("/stats", response_model=StatsResponse, dependencies=READ, responses=_ERRORS)

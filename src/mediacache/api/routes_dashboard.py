@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from mediacache.api.auth import has_token, reads_protected
 from mediacache.api.deps import READ, CacheDep
-from mediacache.api.schemas import CacheStatsBody, DashboardResponse, FailureBody, QueueStatsBody
+from mediacache.api.schemas import CacheStatsBody, DashboardResponse, ErrorResponse, FailureBody, QueueStatsBody
 from mediacache.errors import QueueUnavailableError
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
 
 router = APIRouter(tags=["dashboard"])
+log = logging.getLogger("mediacache.api")
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -45,13 +48,16 @@ def human_bytes(n: int) -> str:
 _env.filters["human_bytes"] = human_bytes
 
 
-async def dashboard_data(cache: MediaCache) -> DashboardResponse:
+async def dashboard_data(cache: MediaCache, *, details: bool) -> DashboardResponse:
+    """The dashboard's figures; `details` (for callers with the token) keeps Redis's error text."""
     async def queue() -> tuple[QueueStatsBody | None, str | None]:
         try:
             return QueueStatsBody(**(await cache.queue_stats()).as_dict()), None
         except QueueUnavailableError as exc:
-            # The database figures are still worth showing while Redis is away.
-            return None, str(exc)
+            # The database figures are still worth showing while Redis is away. The error names
+            # internal hosts and ports: anonymous callers see only that the queue is away.
+            log.warning("dashboard: the queue does not answer: %s", exc)
+            return None, str(exc) if details else "unavailable"
 
     (queue_stats, queue_error), stats, stored, failures, throughput = await asyncio.gather(
         queue(), cache.cache_stats(), cache.stored_bytes(), cache.recent_failures(FAILURES_SHOWN),
@@ -63,10 +69,11 @@ async def dashboard_data(cache: MediaCache) -> DashboardResponse:
         throughput_bucket_s=THROUGHPUT_BUCKET_S, throughput=throughput)
 
 
-@router.get("/api/dashboard", response_model=DashboardResponse, dependencies=READ)
-async def dashboard_json(cache: CacheDep) -> DashboardResponse:
+@router.get("/api/dashboard", response_model=DashboardResponse, dependencies=READ,
+            responses={code: {"model": ErrorResponse} for code in (401, 403)})
+async def dashboard_json(request: Request, cache: CacheDep) -> DashboardResponse:
     """Everything the dashboard shows, in one request (polled every 2 s by the page)."""
-    return await dashboard_data(cache)
+    return await dashboard_data(cache, details=has_token(request))
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -74,7 +81,8 @@ async def dashboard(request: Request, cache: CacheDep) -> HTMLResponse:
     settings: Settings = request.app.state.settings
     token_set = settings.api_token is not None
     # With protected reads the page itself shows no figures: the script fetches them with the token.
-    data = None if token_set and settings.api_token_reads else await dashboard_data(cache)
+    protected = token_set and reads_protected(request.app.state)
+    data = None if protected else await dashboard_data(cache, details=has_token(request))
     html = _env.get_template("dashboard.html").render(
         data=data, data_json=data.model_dump(mode="json") if data else None, token_required=token_set,
         poll_interval_ms=POLL_INTERVAL_MS, window_min=THROUGHPUT_WINDOW_S // 60)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from mediacache.api.auth import has_token
 from mediacache.api.deps import CacheDep
 from mediacache.api.metrics import render, take_snapshot
 from mediacache.api.schemas import ReadyResponse
 
 router = APIRouter(tags=["operations"])
+log = logging.getLogger("mediacache.api")
 
 READY_CHECK_TIMEOUT_S = 3.0
 
@@ -25,8 +28,12 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
-async def readyz(cache: CacheDep) -> JSONResponse:
-    """200 when the database, Redis and storage all answer; 503 naming each one that does not."""
+async def readyz(request: Request, cache: CacheDep) -> JSONResponse:
+    """200 when the database, Redis and storage all answer; 503 naming each one that does not.
+
+    Why one does not answer (driver messages with internal hosts and ports) is shown only to
+    callers with MEDIACACHE_API_TOKEN; others see "unavailable", and the log has the reason.
+    """
     checks: dict[str, Callable[[], Awaitable[object]]] = {
         "database": cache.check_migrated,
         "redis": cache.ping_queue,
@@ -35,6 +42,11 @@ async def readyz(cache: CacheDep) -> JSONResponse:
     results = await asyncio.gather(*(_probe(fn) for fn in checks.values()))
     outcome = dict(zip(checks, results, strict=True))
     ready = all(v == "ok" for v in outcome.values())
+    for name, result in outcome.items():
+        if result != "ok":
+            log.warning("readyz: %s is not ready: %s", name, result)
+    if not has_token(request):
+        outcome = {name: "ok" if result == "ok" else "unavailable" for name, result in outcome.items()}
     body = ReadyResponse(status="ready" if ready else "unavailable", checks=outcome)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 

@@ -6,23 +6,37 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from mediacache.domain import CacheStatus
+from mediacache.fetching.urls import MAX_URL_LENGTH
 
 # A batch is one transaction and one addBulk; larger batches belong in several requests, so that no
 # single request holds a database transaction (or the event loop) for long.
 MAX_API_BATCH = 1000
-MAX_URL_CHARS = 8192
+MAX_URL_CHARS = MAX_URL_LENGTH
+# In the OpenAPI schema as well as checked here, so that generated clients refuse what the server
+# refuses: http(s), a DNS name (last label not numeric) or a canonical IPv4 address, a port in
+# range, no credentials, whitespace, controls or backslashes. JSON Schema patterns have no
+# case-insensitive flag, hence the character classes. validate_url still has the last word
+# (IDNA, label lengths), behind a 422 invalid_url; IPv6 and international hosts are left to it.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_HOST = (rf"(?:{_OCTET}(?:\.{_OCTET}){{3}}"
+         r"|(?:[A-Za-z0-9_][A-Za-z0-9_-]{0,62}\.)*[A-Za-z_][A-Za-z0-9_-]{0,62}\.?)")
+_PORT = r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+URL_PATTERN = rf"^[hH][tT][tT][pP][sS]?://{_HOST}{_PORT}(?:[/?#][^\s\x00-\x1f\x7f-\x9f\\]*)?$"
 
-Url = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URL_CHARS)]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URL_CHARS, pattern=URL_PATTERN)]
+# An original URL to fall back to is handed back as given, never fetched: only its length is bounded.
+FallbackUrl = Annotated[str, StringConstraints(max_length=MAX_URL_CHARS)]
 # A value to resolve: an asset id or a legacy storage key (at most 1024 bytes, as S3 keys).
 Value = Annotated[str, StringConstraints(max_length=1024)]
 
 
 class _Strict(BaseModel):
     # Unknown fields are refused, so a misspelt field ("url" for "urls") is a 422, not silently ignored.
-    model_config = ConfigDict(extra="forbid")
+    # Strict types: `{"days": true}` or `{"days": "1"}` on a destructive call is a 422, never days=1.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class QueueRequest(_Strict):
@@ -60,8 +74,14 @@ class AssetResponse(BaseModel):
 
 
 class ResolveRequest(_Strict):
-    values: list[Value | None] = Field(max_length=MAX_API_BATCH)
-    original_urls: list[Url | None] | None = Field(default=None, max_length=MAX_API_BATCH)
+    # The equal-length rule cannot be said in JSON Schema; a description and an `x-` keyword say it.
+    model_config = ConfigDict(json_schema_extra={"x-equal-length": ["values", "original_urls"]})
+
+    values: list[Value | None] = Field(max_length=MAX_API_BATCH, description=(
+        "asset ids or legacy storage keys; a legacy key is resolved only when an object is stored under it"))
+    original_urls: list[FallbackUrl | None] | None = Field(default=None, max_length=MAX_API_BATCH, description=(
+        "when given, exactly as many entries as `values` (null where there is none): "
+        "the URL to answer for a value that has no stored copy"))
 
     @model_validator(mode="after")
     def _same_length(self) -> ResolveRequest:
@@ -101,8 +121,18 @@ class RetriedResponse(BaseModel):
     retried: int
 
 
+def _number_not_bool_or_text(value: Any) -> Any:
+    if isinstance(value, bool | str):
+        raise ValueError(f"expected a JSON integer, not {type(value).__name__} {value!r:.20}")
+    return value
+
+
+# An integer as JSON Schema means it: 7 and 7.0 (JSON has one number type), never true or "7".
+JsonInt = Annotated[int, Field(strict=False), BeforeValidator(_number_not_bool_or_text)]
+
+
 class CleanupRequest(_Strict):
-    days: int = Field(default=30, ge=0, le=100_000)
+    days: JsonInt = Field(default=30, ge=0, le=100_000)
     include_referenced: bool = Field(default=False, description="also assets that application rows point at")
 
 

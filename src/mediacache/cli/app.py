@@ -102,12 +102,16 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on")] = 8000,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Serve only; run workers elsewhere")] = False,
     log_format: LogFormatOption = None,
+    allow_anonymous: Annotated[bool, typer.Option(
+        "--allow-anonymous", help="Listen beyond loopback without MEDIACACHE_API_TOKEN")] = False,
 ) -> None:
     """Runs the HTTP service (JSON API, dashboard, metrics) with an in-process worker until SIGTERM."""
+    from mediacache.api.exposure import check_exposure
     from mediacache.broker.embedded import redis_or_embedded
     from mediacache.db.schema import upgrade
 
     settings = _settings()
+    check_exposure(settings, host, allow_anonymous=allow_anonymous)
     _setup_logging(settings, log_format)
     # The embedded default (SQLite) is migrated here, as `run` does; a shared PostgreSQL is
     # migrated once by `mediacache db upgrade`, not by every server replica that starts.
@@ -119,6 +123,7 @@ def serve(
 
 async def _serve_main(settings: Settings, host: str, port: int, run_worker: bool) -> None:
     from mediacache.api import create_app
+    from mediacache.api.exposure import is_loopback
     from mediacache.api.server import bind, serving
 
     log = logging.getLogger("mediacache.api")
@@ -130,7 +135,8 @@ async def _serve_main(settings: Settings, host: str, port: int, run_worker: bool
         sock = bind(host, port)
     except OSError as exc:
         raise MediaCacheError(f"cannot listen on {host}:{port} ({exc}); choose another --port or --host") from exc
-    async with serving(create_app(settings, run_worker=run_worker), sock) as running:
+    app = create_app(settings, run_worker=run_worker, exposed=not is_loopback(host))
+    async with serving(app, sock) as running:
         log.info("serving on %s (worker %s); dashboard at %s/", running.url,
                  "in process" if run_worker else "off", running.url)
         stopping = asyncio.create_task(stop.wait())

@@ -156,6 +156,15 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Addres
 # ---- the connect-time guard ----------------------------------------------------------------
 
 
+_LOOPBACK = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
+
+
+def is_localhost_name(host: str) -> bool:
+    """True for `localhost` and its subdomains in any case, with or without the final dot."""
+    name = host.rstrip(".").lower()
+    return name == "localhost" or name.endswith(".localhost")
+
+
 async def system_resolver(host: str, port: int) -> list[IPAddress]:
     """Every address the system resolver gives for `host`, in its preference order."""
     infos = await asyncio.get_running_loop().getaddrinfo(
@@ -185,7 +194,15 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
         timeout_s = _min_timeout(timeout, self.connect_timeout_s)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         literal = host_address(host)
-        addresses = [literal] if literal is not None else await self._resolved(host, port, timeout_s)
+        if literal is None and is_localhost_name(host):
+            # RFC 6761: localhost names are loopback, whatever DNS says. Resolvers disagree about
+            # spellings such as `LOCALHOST.` (here it failed to resolve and was retried as
+            # transient), so every spelling is mapped to loopback and judged by the policy.
+            addresses: list[IPAddress] = list(_LOOPBACK)
+        elif literal is not None:
+            addresses = [literal]
+        else:
+            addresses = await self._resolved(host, port, timeout_s)
         # Every answer is checked, not just the one we would use: a name that resolves to a public
         # and a private address is refused, so mixed answers cannot be used to sneak inside.
         for address in addresses:

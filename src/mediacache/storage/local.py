@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
@@ -107,7 +108,11 @@ class LocalStore:
         path = self.path_of(key)
         try:
             st = await asyncio.to_thread(path.stat)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        # Only files are objects: a key naming a folder ("media") is no object, or /files would
+        # answer 200 with the folder's size and then fail to read it.
+        if not stat.S_ISREG(st.st_mode):
             return None
         return ObjectInfo(key=key, size_bytes=st.st_size)
 

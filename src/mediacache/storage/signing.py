@@ -12,9 +12,11 @@ from urllib.parse import quote
 
 from pydantic import SecretStr
 
+_MAX_EXP_DIGITS = 12  # unix seconds stay under 13 digits until the year 33658
+
 
 def _mac(secret: bytes, key: str, expires_at: int) -> str:
-    digest = hmac.new(secret, f"{key}\n{expires_at}".encode(), hashlib.sha256).digest()
+    digest = hmac.new(secret, f"{key}\n{expires_at}".encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
@@ -28,13 +30,18 @@ def verify(secret: bytes, key: str, exp: str | int | None, sig: str | None, *, n
     """True when `sig` is the MAC of (key, exp) and exp has not passed; compared in constant time."""
     if exp is None or sig is None:
         return False
-    try:
-        expires_at = int(exp)
-    except (TypeError, ValueError):
+    exp_text = str(exp)
+    # ASCII digits of a plausible length only: int() would also take " 12", "1_2", other scripts'
+    # digits and (until its 4,300-digit limit) any length.
+    if not (exp_text.isascii() and exp_text.isdigit() and len(exp_text) <= _MAX_EXP_DIGITS):
         return False
+    expires_at = int(exp_text)
     if expires_at < (time.time() if now is None else now):
         return False
-    return hmac.compare_digest(_mac(secret, key, expires_at), sig)
+    # Bytes, not str: compare_digest raises TypeError on a str with non-ASCII characters, and a
+    # caller chooses `sig`. A surrogate (from a badly escaped query) cannot match a MAC either.
+    given = sig.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(_mac(secret, key, expires_at).encode(), given)
 
 
 def load_signing_key(signing_secret: SecretStr | None, data_dir: Path) -> bytes:
