@@ -12,7 +12,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mediacache.api import routes_apptables, routes_assets, routes_dashboard, routes_files, routes_ops
+from mediacache.api import (
+    routes_apptables,
+    routes_assets,
+    routes_dashboard,
+    routes_events,
+    routes_files,
+    routes_ops,
+)
 from mediacache.api.errors import error_response, install_error_handlers
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
@@ -66,7 +73,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
     app.state.signing_key = (load_signing_key(settings.signing_secret, settings.data_dir)
                              if settings.storage_backend == "local" else b"")
     install_error_handlers(app)
-    for module in (routes_assets, routes_apptables, routes_files, routes_ops, routes_dashboard):
+    for module in (routes_assets, routes_events, routes_apptables, routes_files, routes_ops, routes_dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=routes_dashboard.STATIC_DIR), name="static")
     app.add_middleware(BodyLimit)
