@@ -18,6 +18,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from mediacache.domain import CacheStatus
 from mediacache.errors import ConfigError
 from mediacache.service import MediaCache
+from tests.support.api import running_api
 from tests.support.origin import Origin, sha256_of
 from tests.support.processes import spawn_worker, wait_for_log
 from tests.support.receiver import Received, Receiver
@@ -210,3 +211,18 @@ async def test_two_receivers_each_get_every_event(
     finally:
         a.stop()
         b.stop()
+
+
+async def test_dead_and_pending_deliveries_show_in_metrics_and_the_dashboard_data(
+        make_settings: SettingsFactory, origin: Origin) -> None:
+    receiver = Receiver()  # never starts
+    async with running_api(make_settings, webhook_url=receiver.url, webhook_retry_hours=0.0005,
+                           **FAST_RETRIES) as api:
+        await api.client.post("/api/assets", json={"url": origin.url("/media/7.jpg")})
+
+        async def dead() -> bool:
+            return (await api.client.get("/api/dashboard")).json()["webhooks"] == {"pending": 0, "dead": 1}
+        await wait_until(dead, timeout_s=30, what="the dashboard to count one dead delivery")
+        metrics = (await api.client.get("/metrics")).text
+        assert 'mediacache_webhook_deliveries{state="dead"} 1.0' in metrics
+        assert 'mediacache_webhook_deliveries{state="pending"} 0.0' in metrics

@@ -217,3 +217,12 @@ class WaitResult(_MappingRecord):
     @property
     def done(self) -> bool:
         return not self.not_final
+
+
+@dataclass(frozen=True)
+class WebhookStats(_MappingRecord):
+    """Webhook deliveries in the outbox: `pending` (not yet taken by the receiver, retries included)
+    and `dead` (given up on after MEDIACACHE_WEBHOOK_RETRY_HOURS)."""
+
+    pending: int
+    dead: int

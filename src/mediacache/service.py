@@ -46,6 +46,7 @@ from mediacache.records import (
     TikTokPostPage,
     TikTokPostRecord,
     WaitResult,
+    WebhookStats,
 )
 from mediacache.settings import Settings, load_settings
 from mediacache.storage import ObjectStore, open_store
@@ -353,6 +354,10 @@ class MediaCache:
         first = last - (window_s // bucket_s - 1) * bucket_s
         counts = await self._backends.assets.cached_per_bucket(datetime.fromtimestamp(first, UTC), bucket_s)
         return [(start, counts.get(start, 0)) for start in range(first, last + 1, bucket_s)]
+
+    async def webhook_stats(self) -> WebhookStats:
+        """Webhook deliveries still pending and those given up on (dead), in one query."""
+        return await self._backends.outbox.counts()
 
     async def stored_bytes(self) -> int:
         """The total size of the stored objects of CACHED assets."""

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mediacache.db.models import WebhookOutbox
 from mediacache.db.transaction import transaction
 from mediacache.db.types import utcnow
+from mediacache.records import WebhookStats
 
 _o = cast(Table, WebhookOutbox.__table__)
 
@@ -31,12 +32,6 @@ class Delivery:
     created_at: datetime
     last_error: str | None = None
     dead: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxCounts:
-    pending: int  # not yet taken by its receiver, retries included
-    dead: int  # given up on after MEDIACACHE_WEBHOOK_RETRY_HOURS
 
 
 class OutboxRepository:
@@ -89,12 +84,12 @@ class OutboxRepository:
         async with transaction(self._autocommit, self.display_url) as conn:
             await conn.execute(stmt)
 
-    async def counts(self) -> OutboxCounts:
+    async def counts(self) -> WebhookStats:
         """Pending and dead deliveries, in one query."""
         stmt = select(func.count().filter(_o.c.dead_at.is_(None)), func.count().filter(_o.c.dead_at.is_not(None)))
         async with transaction(self._autocommit, self.display_url) as conn:
             pending, dead = (await conn.execute(stmt)).one()
-        return OutboxCounts(pending=int(pending), dead=int(dead))
+        return WebhookStats(pending=int(pending), dead=int(dead))
 
     async def all_rows(self) -> list[Delivery]:
         """Every row, oldest first (for tests and the bench)."""
