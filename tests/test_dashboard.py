@@ -12,6 +12,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from mediacache.domain import CacheStatus
 from tests.support.api import Api, new_id, running_api
 from tests.support.origin import Origin
+from tests.support.receiver import Receiver
 from tests.support.services import SettingsFactory
 from tests.support.waiting import wait_until
 
@@ -20,6 +21,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "dashboard.png"
 UPDATE_TIMEOUT_MS = 15_000  # the page polls every 2 s
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 # SQLite only: the page is what is tested here; both databases are covered in test_api.py.
 pytestmark = [
@@ -145,3 +147,19 @@ async def test_the_retry_button_retries_failed_assets(
         await expect(page.locator("#failures")).to_have_text("No failures.", timeout=UPDATE_TIMEOUT_MS)
         # The 401/403 of the refused retry is logged by Chromium as a failed resource; nothing else.
         assert all("401" in p or "403" in p for p in problems), problems
+
+
+async def test_the_page_refreshes_on_events_and_shows_webhook_deliveries(
+        make_settings: SettingsFactory, browser: Browser, origin: Origin) -> None:
+    receiver = Receiver()  # down, and the first retry an hour away: the delivery stays pending
+    async with running_api(make_settings, webhook_url=receiver.url, webhook_secret=WEBHOOK_SECRET,
+                           webhook_allowed_networks="127.0.0.0/8", webhook_backoff_s=3600) as api:
+        page, problems = await _open(browser, api.url)
+        # Set by the first refresh that ran while the stream was open; polls are 15 s apart from then on.
+        await expect(page.locator("#live-text")).to_contain_text("events", timeout=UPDATE_TIMEOUT_MS)
+        await api.client.post("/api/assets", json={"url": origin.url("/media/41.jpg")})
+        # Well before the next poll: the asset.cached event made the page read the figures again.
+        await expect(_field(page, "cache.cached")).to_have_text("1", timeout=6000)
+        await expect(page.locator("#webhooks")).to_be_visible()
+        await expect(page.locator('#webhooks [data-field="webhooks.pending"]')).to_have_text("1", timeout=6000)
+        assert problems == []

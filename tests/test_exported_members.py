@@ -13,7 +13,7 @@ EXPECTED = {
     "ImageRef", "InvalidArgumentError", "InvalidURLError", "LegacyKeyProblem", "MediaCache", "MediaCacheError",
     "NotMigratedError", "QueueStats", "QueueUnavailableError", "RecordNotFoundError", "ReconcileReport",
     "SlideRecord", "StorageError", "StorageUnavailableError", "TikTokMedia", "TikTokPostPage", "TikTokPostRecord",
-    "TikTokProfileRecord", "UnsafeKeyError", "__version__",
+    "TikTokProfileRecord", "UnsafeKeyError", "WaitResult", "WebhookStats", "__version__",
 }
 # Raised only inside the worker and the HTTP service, never out of a public method.
 INTERNAL_ERRORS = {"FinalFailureError", "LeaseHeldError", "RangeNotSatisfiableError"}

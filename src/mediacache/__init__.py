@@ -33,6 +33,8 @@ from mediacache.records import (
     TikTokPostPage,
     TikTokPostRecord,
     TikTokProfileRecord,
+    WaitResult,
+    WebhookStats,
 )
 from mediacache.service import MediaCache
 
@@ -71,5 +73,7 @@ __all__ = [
     "TikTokPostRecord",
     "TikTokProfileRecord",
     "UnsafeKeyError",
+    "WaitResult",
+    "WebhookStats",
     "__version__",
 ]

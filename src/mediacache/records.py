@@ -204,3 +204,25 @@ class BackfillReport(_MappingRecord):
     rows_converted: int = 0
     keys_converted: int = 0
     problems: list[LegacyKeyProblem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WaitResult(_MappingRecord):
+    """What `wait` found: `records` in input order (None for an asset that does not exist), and the
+    ids that were not final yet when the time ran out (empty when every one is)."""
+
+    records: list[AssetRecord | None]
+    not_final: list[uuid.UUID]
+
+    @property
+    def done(self) -> bool:
+        return not self.not_final
+
+
+@dataclass(frozen=True)
+class WebhookStats(_MappingRecord):
+    """Webhook deliveries in the outbox: `pending` (not yet taken by the receiver, retries included)
+    and `dead` (given up on after MEDIACACHE_WEBHOOK_RETRY_HOURS)."""
+
+    pending: int
+    dead: int

@@ -27,6 +27,9 @@ from mediacache.errors import (
     QueueUnavailableError,
     StorageError,
 )
+from mediacache.events.bus import EventBus
+from mediacache.events.outbox import OutboxRepository
+from mediacache.events.waiting import AssetWatcher
 from mediacache.fetching.urls import validate_url
 from mediacache.maintenance import cleanup, orphans, reconcile
 from mediacache.records import (
@@ -42,6 +45,8 @@ from mediacache.records import (
     TikTokMedia,
     TikTokPostPage,
     TikTokPostRecord,
+    WaitResult,
+    WebhookStats,
 )
 from mediacache.settings import Settings, load_settings
 from mediacache.storage import ObjectStore, open_store
@@ -64,9 +69,26 @@ class Backends:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine: AsyncEngine = create_engine(settings.sqlalchemy_url)
-        self.assets = AssetRepository(self.engine, settings.database_display)
+        self.assets = AssetRepository(self.engine, settings.database_display, settings.webhook_url_list)
+        self.outbox = OutboxRepository(self.engine, settings.database_display)
         self.store: ObjectStore = open_store(settings)
         self._queue: JobQueue | None = None
+        self._bus: EventBus | None = None
+        self._watcher: AssetWatcher | None = None
+
+    @property
+    def bus(self) -> EventBus:
+        """Announcements of final outcomes on Redis pub/sub; created on first use like the queue."""
+        if self._bus is None:
+            self._bus = EventBus(self.settings)
+        return self._bus
+
+    @property
+    def watcher(self) -> AssetWatcher:
+        """The one reader every waiter of this process shares."""
+        if self._watcher is None:
+            self._watcher = AssetWatcher(self.assets, self.bus)
+        return self._watcher
 
     @property
     def queue(self) -> JobQueue:
@@ -76,6 +98,12 @@ class Backends:
         return self._queue
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            await self._watcher.close()
+            self._watcher = None
+        if self._bus is not None:
+            await self._bus.close()
+            self._bus = None
         if self._queue is not None:
             await self._queue.close()
             self._queue = None
@@ -244,6 +272,28 @@ class MediaCache:
         parsed = {p for p in (parse_asset_id(v) for v in asset_ids) if p is not None}
         return await self._backends.assets.get_many(sorted(parsed))
 
+    async def wait(self, asset_ids: Sequence[str | uuid.UUID], timeout_s: float = 30.0) -> WaitResult:
+        """Returns once every asset is final (CACHED, FAILED, or gone) or after `timeout_s`.
+
+        `records` come in input order; `not_final` lists what was still on its way when the time ran
+        out. Waiting costs no polling loop: waiters are woken by the workers' announcements on Redis,
+        and every waiter of the process shares one database read per wake-up (and one every 5 s in
+        case an announcement was lost).
+        """
+        if isinstance(asset_ids, str | uuid.UUID):
+            raise InvalidArgumentError("wait takes a list of asset ids; wrap a single id in a list")
+        if timeout_s < 0:
+            raise InvalidArgumentError(f"wait(timeout_s={timeout_s!r}): the timeout must be 0 s or more")
+        parsed: list[uuid.UUID] = []
+        for value in asset_ids:
+            asset_id = parse_asset_id(value)
+            if asset_id is None:
+                raise InvalidArgumentError(f"wait got {value!r}, which is not an asset id (a UUID)")
+            parsed.append(asset_id)
+        if not parsed:
+            return WaitResult(records=[], not_final=[])
+        return await self._backends.watcher.wait(parsed, timeout_s)
+
     # ---- statistics and maintenance ------------------------------------------------------
 
     async def queue_stats(self) -> QueueStats:
@@ -329,6 +379,10 @@ class MediaCache:
         first = last - (window_s // bucket_s - 1) * bucket_s
         counts = await self._backends.assets.cached_per_bucket(datetime.fromtimestamp(first, UTC), bucket_s)
         return [(start, counts.get(start, 0)) for start in range(first, last + 1, bucket_s)]
+
+    async def webhook_stats(self) -> WebhookStats:
+        """Webhook deliveries still pending and those given up on (dead), in one query."""
+        return await self._backends.outbox.counts()
 
     async def stored_bytes(self) -> int:
         """The total size of the stored objects of CACHED assets."""

@@ -74,6 +74,16 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = _var("MEDIACACHE_SHUTDOWN_GRACE_S", 25.0, gt=0)
     reconcile_interval_s: float = _var("MEDIACACHE_RECONCILE_INTERVAL_S", 60.0, ge=0)
 
+    # Webhooks (see `events.webhooks`). The backoff figures exist so tests and benches can shorten them.
+    webhook_url: str = _var("MEDIACACHE_WEBHOOK_URL", "")
+    webhook_secret: SecretStr | None = _var("MEDIACACHE_WEBHOOK_SECRET", None)
+    webhook_retry_hours: float = _var("MEDIACACHE_WEBHOOK_RETRY_HOURS", 24.0, gt=0)
+    webhook_allowed_networks: str = _var("MEDIACACHE_WEBHOOK_ALLOWED_NETWORKS", "")
+    webhook_timeout_s: float = _var("MEDIACACHE_WEBHOOK_TIMEOUT_S", 10.0, gt=0)
+    webhook_backoff_s: float = _var("MEDIACACHE_WEBHOOK_BACKOFF_S", 1.0, gt=0)
+    webhook_backoff_max_s: float = _var("MEDIACACHE_WEBHOOK_BACKOFF_MAX_S", 600.0, gt=0)
+    webhook_poll_s: float = _var("MEDIACACHE_WEBHOOK_POLL_S", 2.0, gt=0)
+
     # Output.
     log_format: Literal["text", "json"] = _var("MEDIACACHE_LOG_FORMAT", "text")
 
@@ -84,7 +94,8 @@ class Settings(BaseSettings):
     request_body_timeout_s: float = _var("MEDIACACHE_REQUEST_BODY_TIMEOUT_S", 30.0, gt=0)
 
     @field_validator("redis_url", "database_url", "redis_password", "r2_secret_access_key", "signing_secret",
-                     "api_token", "r2_account_id", "r2_access_key_id", "r2_bucket_name", "r2_public_url",
+                     "api_token", "webhook_secret",
+                     "r2_account_id", "r2_access_key_id", "r2_bucket_name", "r2_public_url",
                      "s3_endpoint_url", "s3_region", "storage", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
@@ -155,6 +166,15 @@ class Settings(BaseSettings):
                 for part in self.allowed_networks.split(",") if part.strip()]
 
     @property
+    def webhook_url_list(self) -> list[str]:
+        return [part.strip() for part in self.webhook_url.split(",") if part.strip()]
+
+    @property
+    def webhook_allowed_network_list(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(part.strip(), strict=False)
+                for part in self.webhook_allowed_networks.split(",") if part.strip()]
+
+    @property
     def allowed_type_list(self) -> list[str]:
         return [part.strip().lower() for part in self.allowed_types.split(",") if part.strip()]
 
@@ -183,6 +203,7 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"MEDIACACHE_ALLOWED_NETWORKS={self.allowed_networks!r} is not a comma-separated list of "
                 f"CIDR networks ({exc}); write it like 10.0.0.0/8,127.0.0.2/32") from exc
+        self._check_webhooks()
         return self
 
     def _check_parses(self) -> None:
@@ -200,6 +221,26 @@ class Settings(BaseSettings):
                 raise ConfigError(f"{name}={mask_url(value.get_secret_value())} cannot be parsed "
                                   f"({type(exc).__name__}); check its spelling and percent-encode special "
                                   "characters in the password") from None
+
+    def _check_webhooks(self) -> None:
+        for url in self.webhook_url_list:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(f"MEDIACACHE_WEBHOOK_URL has {url!r}, which is not an http(s) URL; give "
+                                  "comma-separated URLs like https://app.example.com/hooks/media")
+        if self.webhook_url_list and self.webhook_secret is None:
+            raise ConfigError("MEDIACACHE_WEBHOOK_URL is set but MEDIACACHE_WEBHOOK_SECRET is not; set it to a "
+                              "Standard Webhooks secret: whsec_ followed by the base64 of 24 to 64 random bytes")
+        if self.webhook_secret is not None:
+            from mediacache.events.signing import check_secret
+
+            check_secret(self.webhook_secret.get_secret_value())
+        try:
+            self.webhook_allowed_network_list  # noqa: B018
+        except ValueError as exc:
+            raise ConfigError(
+                f"MEDIACACHE_WEBHOOK_ALLOWED_NETWORKS={self.webhook_allowed_networks!r} is not a comma-separated "
+                f"list of CIDR networks ({exc}); write it like 10.0.0.0/8,127.0.0.1/32") from exc
 
     def __repr_args__(self) -> Any:
         # SecretStr already hides secrets; DATABASE_URL and REDIS_URL are shown without passwords.

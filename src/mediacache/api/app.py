@@ -13,7 +13,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mediacache.api import routes_apptables, routes_assets, routes_dashboard, routes_files, routes_ops
+from mediacache.api import (
+    routes_apptables,
+    routes_assets,
+    routes_dashboard,
+    routes_events,
+    routes_files,
+    routes_ops,
+)
 from mediacache.api.auth import AuthGate, access_of
 from mediacache.api.errors import error_response, install_error_handlers
 from mediacache.service import MediaCache
@@ -72,7 +79,7 @@ def create_app(settings: Settings, *, run_worker: bool = True, exposed: bool = F
     app.state.signing_key = (load_signing_key(settings.signing_secret, settings.data_dir)
                              if settings.storage_backend == "local" else b"")
     install_error_handlers(app)
-    routers = (routes_assets, routes_apptables, routes_files, routes_ops, routes_dashboard)
+    routers = (routes_assets, routes_events, routes_apptables, routes_files, routes_ops, routes_dashboard)
     for module in routers:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=routes_dashboard.STATIC_DIR), name="static")

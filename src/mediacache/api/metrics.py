@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 
 from mediacache.domain import CacheStatus, ErrorKind
 from mediacache.errors import QueueUnavailableError
-from mediacache.records import CacheStats, QueueStats
+from mediacache.records import CacheStats, QueueStats, WebhookStats
 from mediacache.service import MediaCache
 from mediacache.worker.metrics import worker_collectors
 
@@ -22,6 +22,7 @@ class Snapshot:
     queue: QueueStats | None  # None while Redis does not answer
     cache: CacheStats
     stored_bytes: int
+    webhooks: WebhookStats
 
 
 async def take_snapshot(cache: MediaCache) -> Snapshot:
@@ -32,8 +33,9 @@ async def take_snapshot(cache: MediaCache) -> Snapshot:
         except QueueUnavailableError:
             return None
 
-    queue, stats, stored = await asyncio.gather(queue_or_none(), cache.cache_stats(), cache.stored_bytes())
-    return Snapshot(queue=queue, cache=stats, stored_bytes=stored)
+    queue, stats, stored, webhooks = await asyncio.gather(
+        queue_or_none(), cache.cache_stats(), cache.stored_bytes(), cache.webhook_stats())
+    return Snapshot(queue=queue, cache=stats, stored_bytes=stored, webhooks=webhooks)
 
 
 class SnapshotCollector(Collector):
@@ -67,6 +69,12 @@ class SnapshotCollector(Collector):
         yield failed
         yield GaugeMetricFamily("mediacache_stored_bytes", "Total size of the stored objects of CACHED assets.",
                                 value=snap.stored_bytes)
+        deliveries = GaugeMetricFamily("mediacache_webhook_deliveries",
+                                       "Webhook deliveries in the outbox: pending (retries included) or dead.",
+                                       labels=["state"])
+        deliveries.add_metric(["pending"], snap.webhooks.pending)
+        deliveries.add_metric(["dead"], snap.webhooks.dead)
+        yield deliveries
 
 
 def render(snapshot: Snapshot) -> bytes:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from mediacache.api.deps import READ, WRITE, CacheDep
 from mediacache.api.errors import ApiError
@@ -28,6 +28,9 @@ from mediacache.api.schemas import (
 from mediacache.domain import CacheStatus
 
 router = APIRouter(prefix="/api", tags=["assets"])
+
+# Longer holds would outlast common proxy and load-balancer idle time-outs (often 30 to 60 s).
+MAX_WAIT_S = 30
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 408, 413, 422, 503)}
@@ -64,9 +67,13 @@ async def cleanup(body: CleanupRequest, cache: CacheDep) -> CleanupResponse:
 # answer 405, instead of failing this route's id validation with a 422.
 @router.get("/assets/{asset_id:uuid}", response_model=AssetResponse, dependencies=READ,
             responses={**_ERRORS, 404: {"model": ErrorResponse}})
-async def get_asset(asset_id: uuid.UUID, cache: CacheDep) -> AssetResponse:
-    """The asset's record, with the URL to show for it now."""
+async def get_asset(asset_id: uuid.UUID, cache: CacheDep,
+                    wait_s: Annotated[float | None, Query(gt=0, le=MAX_WAIT_S)] = None) -> AssetResponse:
+    """The asset's record, with the URL to show for it now. With `wait_s` (at most 30), the answer
+    comes as soon as the asset is CACHED or FAILED, or after `wait_s` seconds with its status then."""
     rec = await cache.get_asset(asset_id)
+    if rec is not None and wait_s is not None and rec.status not in (CacheStatus.CACHED, CacheStatus.FAILED):
+        rec = (await cache.wait([asset_id], timeout_s=wait_s)).records[0]
     if rec is None:
         raise ApiError(404, "not_found", f"no asset with id {asset_id}")
     url = await cache.get_url(asset_id, rec.original_url)

@@ -12,7 +12,14 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from mediacache.api.auth import has_token, reads_protected
 from mediacache.api.deps import READ, CacheDep
-from mediacache.api.schemas import CacheStatsBody, DashboardResponse, ErrorResponse, FailureBody, QueueStatsBody
+from mediacache.api.schemas import (
+    CacheStatsBody,
+    DashboardResponse,
+    ErrorResponse,
+    FailureBody,
+    QueueStatsBody,
+    WebhookStatsBody,
+)
 from mediacache.errors import QueueUnavailableError
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
@@ -26,6 +33,8 @@ THROUGHPUT_WINDOW_S = 600
 THROUGHPUT_BUCKET_S = 10
 FAILURES_SHOWN = 20
 POLL_INTERVAL_MS = 2000
+# While the page hears /api/events, polling is only the fallback that catches what a stream missed.
+STREAM_POLL_INTERVAL_MS = 15000
 
 # Autoescaping matters: failure messages and URLs come from remote servers and callers.
 _env = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=select_autoescape(["html"]),
@@ -59,20 +68,26 @@ async def dashboard_data(cache: MediaCache, *, details: bool) -> DashboardRespon
             log.warning("dashboard: the queue does not answer: %s", exc)
             return None, str(exc) if details else "unavailable"
 
-    (queue_stats, queue_error), stats, stored, failures, throughput = await asyncio.gather(
+    async def webhooks() -> WebhookStatsBody | None:
+        if not cache.settings.webhook_url_list:
+            return None
+        return WebhookStatsBody(**(await cache.webhook_stats()).as_dict())
+
+    (queue_stats, queue_error), stats, stored, failures, throughput, hooks = await asyncio.gather(
         queue(), cache.cache_stats(), cache.stored_bytes(), cache.recent_failures(FAILURES_SHOWN),
-        cache.throughput(THROUGHPUT_WINDOW_S, THROUGHPUT_BUCKET_S))
+        cache.throughput(THROUGHPUT_WINDOW_S, THROUGHPUT_BUCKET_S), webhooks())
     return DashboardResponse(
         queue=queue_stats, queue_error=queue_error, cache=CacheStatsBody(**stats.as_dict()), stored_bytes=stored,
         failures=[FailureBody(id=f.id, original_url=f.original_url, error_kind=f.error_kind, error=f.error,
                               attempts=f.attempts, failed_at=f.updated_at) for f in failures],
-        throughput_bucket_s=THROUGHPUT_BUCKET_S, throughput=throughput)
+        throughput_bucket_s=THROUGHPUT_BUCKET_S, throughput=throughput, webhooks=hooks)
 
 
 @router.get("/api/dashboard", response_model=DashboardResponse, dependencies=READ,
             responses={code: {"model": ErrorResponse} for code in (401, 403)})
 async def dashboard_json(request: Request, cache: CacheDep) -> DashboardResponse:
-    """Everything the dashboard shows, in one request (polled every 2 s by the page)."""
+    """Everything the dashboard shows, in one request (read again by the page on each /api/events
+    event, and polled every 2 s when the stream is not available)."""
     return await dashboard_data(cache, details=has_token(request))
 
 
@@ -85,6 +100,7 @@ async def dashboard(request: Request, cache: CacheDep) -> HTMLResponse:
     data = None if protected else await dashboard_data(cache, details=has_token(request))
     html = _env.get_template("dashboard.html").render(
         data=data, data_json=data.model_dump(mode="json") if data else None, token_required=token_set,
-        poll_interval_ms=POLL_INTERVAL_MS, window_min=THROUGHPUT_WINDOW_S // 60)
+        poll_interval_ms=POLL_INTERVAL_MS, stream_poll_interval_ms=STREAM_POLL_INTERVAL_MS,
+        window_min=THROUGHPUT_WINDOW_S // 60)
     return HTMLResponse(html, headers={"Content-Security-Policy": DASHBOARD_CSP, "Cache-Control": "no-store",
                                        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})

@@ -149,6 +149,11 @@ class FailureBody(BaseModel):
     failed_at: datetime
 
 
+class WebhookStatsBody(BaseModel):
+    pending: int = Field(description="deliveries not yet taken by their receiver, retries included")
+    dead: int = Field(description="deliveries given up on after MEDIACACHE_WEBHOOK_RETRY_HOURS")
+
+
 class DashboardResponse(BaseModel):
     queue: QueueStatsBody | None = Field(description="null while Redis does not answer")
     queue_error: str | None
@@ -157,6 +162,7 @@ class DashboardResponse(BaseModel):
     failures: list[FailureBody]
     throughput_bucket_s: int
     throughput: list[tuple[int, int]] = Field(description="(bucket start in unix seconds, assets cached)")
+    webhooks: WebhookStatsBody | None = Field(None, description="null when no MEDIACACHE_WEBHOOK_URL is set")
 
 
 class ErrorResponse(BaseModel):

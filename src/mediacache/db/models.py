@@ -68,3 +68,34 @@ class CacheAssetCount(Base):
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     assets: Mapped[int] = mapped_column(BigInteger, nullable=False)
     bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+# BIGINT on PostgreSQL; SQLite only auto-numbers a column declared exactly INTEGER PRIMARY KEY.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class WebhookOutbox(Base):
+    """One webhook delivery still to make: an event for one receiver. Written in the same transaction
+    as the status change it reports (so no event is lost), deleted once the receiver took it."""
+
+    __tablename__ = "webhook_outbox"
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    event_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    # No foreign key: cleanup may remove the asset while its event is still on its way.
+    asset_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    target_url: Mapped[str] = mapped_column(Text, nullable=False)
+    payload: Mapped[str] = mapped_column(Text, nullable=False)  # the exact bytes that are signed
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_webhook_outbox_next_attempt_at", "next_attempt_at"),
+        Index("ix_webhook_outbox_dead_at", "dead_at"),
+    )

@@ -12,6 +12,7 @@ from typing import Any, cast
 from sqlalchemy import (
     BigInteger,
     Table,
+    Text,
     Uuid,
     and_,
     any_,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
@@ -32,13 +34,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from mediacache.db.columns import UTCDateTime, utcnow
-from mediacache.db.models import CacheAsset, CacheAssetCount
+from mediacache.db.models import CacheAsset, CacheAssetCount, WebhookOutbox
 from mediacache.db.transaction import transaction
 from mediacache.domain import TRANSITIONS, CacheStatus
+from mediacache.events.payload import Event, asset_event
 from mediacache.records import AssetRecord
 
 _t = cast(Table, CacheAsset.__table__)
 _c = cast(Table, CacheAssetCount.__table__)
+_o = cast(Table, WebhookOutbox.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ class Claim:
     token: str
     original_url: str
     attempts: int
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +82,7 @@ _CLAIM = (
            or_(_t.c.status == CacheStatus.PENDING.value, _t.c.lease_until.is_(None), _t.c.lease_until < _NOW))
     .values(status=CacheStatus.DOWNLOADING.value, attempts=_t.c.attempts + 1, lease_token=bindparam("b_token"),
             lease_until=bindparam("b_until", type_=UTCDateTime()), updated_at=_NOW)
-    .returning(_t.c.original_url, _t.c.attempts)
+    .returning(_t.c.original_url, _t.c.attempts, _t.c.created_at)
 )
 _MARK_CACHED = (
     update(_t)
@@ -96,6 +101,25 @@ _RECORD_FAILURE = (
 )
 
 
+_OUTBOX_COLUMNS = ["event_id", "event_type", "asset_id", "target_url", "payload", "attempts", "created_at",
+                   "next_attempt_at"]
+
+
+def _with_outbox_pg(change: Any) -> Any:
+    """`change` and the outbox INSERT as one PostgreSQL statement: a data-modifying CTE, so the event
+    rows exist exactly when the status change happened, at the cost of no extra round trip."""
+    changed = change.returning(_t.c.id).cte("changed")
+    targets = func.unnest(bindparam("b_targets", type_=ARRAY(Text()))).table_valued("url").render_derived()
+    rows = (select(bindparam("b_event_id", type_=Uuid()), bindparam("b_event_type", type_=Text()), changed.c.id,
+                   targets.c.url, bindparam("b_payload", type_=Text()), literal(0), _NOW, _NOW)
+            .select_from(changed).join(targets, true()))
+    return insert(_o).from_select(_OUTBOX_COLUMNS, rows)
+
+
+_MARK_CACHED_PG = _with_outbox_pg(_MARK_CACHED)
+_RECORD_FAILURE_PG = _with_outbox_pg(_RECORD_FAILURE)
+
+
 def _record(row: Any) -> AssetRecord:
     data = dict(row._mapping)
     data["status"] = CacheStatus(data["status"])
@@ -103,9 +127,12 @@ def _record(row: Any) -> AssetRecord:
 
 
 class AssetRepository:
-    def __init__(self, engine: AsyncEngine, display_url: str = "the database") -> None:
+    def __init__(self, engine: AsyncEngine, display_url: str = "the database",
+                 webhook_targets: Sequence[str] = ()) -> None:
         self.engine = engine
         self.display_url = display_url
+        # Receivers of the events of final outcomes; with none, no outbox row is written at all.
+        self.webhook_targets = list(webhook_targets)
         # A single statement is atomic on its own: without BEGIN and COMMIT it costs one round
         # trip instead of three, which is most of the database time of a small download.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -142,7 +169,7 @@ class AssetRepository:
         params = {"b_id": asset_id, "b_now": now, "b_token": token, "b_until": now + timedelta(seconds=lease_s)}
         async with self._tx(single_statement=True) as conn:
             row = (await conn.execute(_CLAIM, params)).first()
-        return None if row is None else Claim(asset_id, token, row.original_url, row.attempts)
+        return None if row is None else Claim(asset_id, token, row.original_url, row.attempts, row.created_at)
 
     async def renew_lease(self, asset_id: uuid.UUID, token: str, lease_s: float) -> bool:
         now = utcnow()
@@ -154,20 +181,54 @@ class AssetRepository:
 
     async def mark_cached(self, claim: Claim, *, cache_key: str, content_type: str | None,
                           size_bytes: int, sha256: str) -> bool:
-        """DOWNLOADING -> CACHED, only while `claim` still holds the lease."""
-        params = {"b_id": claim.asset_id, "b_token": claim.token, "b_now": utcnow(), "b_key": cache_key,
+        """DOWNLOADING -> CACHED, only while `claim` still holds the lease; with webhook targets, the
+        `asset.cached` event goes into the outbox in the same transaction."""
+        now = utcnow()
+        params = {"b_id": claim.asset_id, "b_token": claim.token, "b_now": now, "b_key": cache_key,
                   "b_type": content_type, "b_size": size_bytes, "b_sha256": sha256}
-        async with self._tx(single_statement=True) as conn:
-            return bool((await conn.execute(_MARK_CACHED, params)).rowcount)
+        if not self.webhook_targets:
+            async with self._tx(single_statement=True) as conn:
+                return bool((await conn.execute(_MARK_CACHED, params)).rowcount)
+        after = AssetRecord(id=claim.asset_id, original_url=claim.original_url, status=CacheStatus.CACHED,
+                            cache_key=cache_key, content_type=content_type, size_bytes=size_bytes, sha256=sha256,
+                            attempts=claim.attempts, error=None, error_kind=None, created_at=claim.created_at,
+                            updated_at=now, cached_at=now)
+        return await self._change_with_event(_MARK_CACHED, _MARK_CACHED_PG, params, asset_event(after, now=now))
 
     async def record_failure(self, claim: Claim, *, error: str, error_kind: str, final: bool) -> bool:
-        """Records a failed attempt. Final: DOWNLOADING -> FAILED. Not final: the asset stays
-        DOWNLOADING with its lease released, so the retry (or any worker) may claim it at once."""
-        params = {"b_id": claim.asset_id, "b_token": claim.token, "b_now": utcnow(), "b_error": error[:4000],
+        """Records a failed attempt. Final: DOWNLOADING -> FAILED (with its `asset.failed` event in the
+        outbox, in the same transaction). Not final: the asset stays DOWNLOADING with its lease
+        released, so the retry (or any worker) may claim it at once."""
+        now = utcnow()
+        params = {"b_id": claim.asset_id, "b_token": claim.token, "b_now": now, "b_error": error[:4000],
                   "b_kind": error_kind,
                   "b_status": (CacheStatus.FAILED if final else CacheStatus.DOWNLOADING).value}
-        async with self._tx(single_statement=True) as conn:
-            return bool((await conn.execute(_RECORD_FAILURE, params)).rowcount)
+        if not (final and self.webhook_targets):
+            async with self._tx(single_statement=True) as conn:
+                return bool((await conn.execute(_RECORD_FAILURE, params)).rowcount)
+        after = AssetRecord(id=claim.asset_id, original_url=claim.original_url, status=CacheStatus.FAILED,
+                            cache_key=None, content_type=None, size_bytes=None, sha256=None,
+                            attempts=claim.attempts, error=error[:4000], error_kind=error_kind,
+                            created_at=claim.created_at, updated_at=now, cached_at=None)
+        return await self._change_with_event(_RECORD_FAILURE, _RECORD_FAILURE_PG, params,
+                                             asset_event(after, now=now))
+
+    async def _change_with_event(self, change: Any, change_pg: Any, params: dict[str, Any], event: Event) -> bool:
+        """Runs the status change and, only if it happened, writes `event` for every webhook target."""
+        if self.engine.dialect.name == "postgresql":
+            pg_params = {**params, "b_targets": self.webhook_targets, "b_event_id": event.id,
+                         "b_event_type": event.type, "b_payload": event.body}
+            async with self._tx(single_statement=True) as conn:
+                return bool((await conn.execute(change_pg, pg_params)).rowcount)
+        # SQLite has no data-modifying CTEs: one transaction with both statements.
+        async with self._tx() as conn:
+            if not (await conn.execute(change, params)).rowcount:
+                return False
+            await conn.execute(insert(_o), [
+                {"event_id": event.id, "event_type": event.type, "asset_id": event.asset_id, "target_url": url,
+                 "payload": event.body, "attempts": 0, "created_at": event.timestamp,
+                 "next_attempt_at": event.timestamp} for url in self.webhook_targets])
+            return True
 
     async def status_of(self, asset_id: uuid.UUID) -> tuple[CacheStatus, datetime | None] | None:
         """The status and the lease end of an asset, or None when it does not exist."""

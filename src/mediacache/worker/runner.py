@@ -15,7 +15,9 @@ from bullmq import Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError
 
 from mediacache.broker.jobs import QUEUE_NAME
+from mediacache.domain import CacheStatus
 from mediacache.errors import FetchError, FinalFailureError, LeaseHeldError, MediaCacheError
+from mediacache.events.webhooks import WebhookDeliverer
 from mediacache.fetching.fetch import Fetcher
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
@@ -39,6 +41,10 @@ class CacheWorker:
         self._running: set[asyncio.Task[Any]] = set()
         self._handing_back = False
         self._reconciler: asyncio.Task[None] | None = None
+        # Off unless a webhook URL is set: then the outbox has no rows to deliver.
+        self.webhooks = (WebhookDeliverer(self.settings, backends.outbox) if self.settings.webhook_url_list
+                         else None)
+        self._webhook_task: asyncio.Task[None] | None = None
 
     async def check(self) -> None:
         """Fails fast, with what to do, when the database, the store or Redis is not usable."""
@@ -64,6 +70,8 @@ class CacheWorker:
         self._worker.on("failed", _on_failed)
         self._worker.on("error", _on_error)
         self._task = asyncio.create_task(self._worker.run(), name="bullmq-worker")
+        if self.webhooks is not None:
+            self._webhook_task = asyncio.create_task(self.webhooks.run(), name="webhook-delivery")
         if self.settings.reconcile_interval_s > 0:
             self._reconciler = asyncio.create_task(self._reconcile_periodically(), name="reconcile")
         # Everything imported and connected so far lives as long as the process: frozen, it is
@@ -86,6 +94,7 @@ class CacheWorker:
         try:
             outcome = await self.handler.process(asset_id, final_attempt=final_attempt)
         except FinalFailureError as exc:
+            self._announce(asset_id, CacheStatus.FAILED)
             raise UnrecoverableError(str(exc)) from exc
         except FetchError as exc:
             if exc.retry_after_s:
@@ -104,7 +113,16 @@ class CacheWorker:
         finally:
             if task is not None:
                 self._running.discard(task)
+        if outcome.status == "cached":
+            self._announce(asset_id, CacheStatus.CACHED)
         return outcome.as_job_result()
+
+    def _announce(self, asset_id: uuid.UUID, status: CacheStatus) -> None:
+        """After a final outcome: wake this process's webhook delivery (its outbox row is written)
+        and tell waiters everywhere, best effort, over Redis."""
+        if self.webhooks is not None:
+            self.webhooks.wake()
+        self.cache.backends.bus.announce(asset_id, status)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stops taking jobs and waits up to `grace_s` for the ones held; then hands those back.
@@ -133,6 +151,13 @@ class CacheWorker:
         await closing
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=5)
+        if self._webhook_task is not None:
+            # Undelivered rows stay in the outbox for the next worker; nothing is lost by stopping.
+            self._webhook_task.cancel()
+            await asyncio.wait({self._webhook_task})
+            self._webhook_task = None
+        if self.webhooks is not None:
+            await self.webhooks.close()
         await self.fetcher.close()
 
     async def _reconcile_periodically(self) -> None:

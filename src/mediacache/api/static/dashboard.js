@@ -1,4 +1,5 @@
-// mediacache dashboard: polls api/dashboard, updates the figures, draws the throughput chart and
+// mediacache dashboard: reads api/dashboard again on each api/events event (polling as the fallback,
+// slowly while the stream is open, every 2 s without it), updates the figures, draws the throughput chart and
 // retries failed assets. Text from the server goes through textContent only, never innerHTML:
 // failure messages and URLs come from remote servers.
 "use strict";
@@ -6,6 +7,8 @@
 (function () {
   const body = document.body;
   const pollMs = Number(body.dataset.pollMs) || 2000;
+  const streamPollMs = Number(body.dataset.streamPollMs) || 15000;
+  let streaming = false;
   const TOKEN_KEY = "mediacache.apiToken";
   const SVG = "http://www.w3.org/2000/svg";
 
@@ -36,6 +39,7 @@
       if (field === "stored_bytes") el.textContent = humanBytes(value);
       else el.textContent = value == null ? "–" : String(value);
     }
+    document.getElementById("webhooks").hidden = !data.webhooks;
     const queueError = document.getElementById("queue-error");
     queueError.hidden = !data.queue_error;
     queueError.textContent = data.queue_error || "";
@@ -122,12 +126,27 @@
         setLive("stale", "server answered " + res.status);
       } else {
         render(await res.json());
-        setLive("ok", "live · " + new Date().toLocaleTimeString());
+        setLive("ok", (streaming ? "live (events) · " : "live · ") + new Date().toLocaleTimeString());
       }
     } catch (err) {
       setLive("stale", "server unreachable");
     }
-    timer = setTimeout(refresh, pollMs);
+    timer = setTimeout(refresh, streaming ? streamPollMs : pollMs);
+  }
+
+  // EventSource cannot send an Authorization header: with protected reads the page keeps polling.
+  let pendingRefresh = null;
+  function listen() {
+    if (!window.EventSource || body.dataset.tokenRequired === "true") return;
+    const source = new EventSource("api/events");
+    source.addEventListener("open", () => { streaming = true; });
+    source.addEventListener("error", () => { streaming = false; });  // EventSource reconnects by itself
+    const onEvent = () => {
+      // A burst of events (a batch finishing) costs one read, at most every 500 ms.
+      if (pendingRefresh === null) pendingRefresh = setTimeout(() => { pendingRefresh = null; refresh(); }, 500);
+    };
+    source.addEventListener("asset.cached", onEvent);
+    source.addEventListener("asset.failed", onEvent);
   }
 
   async function retry() {
@@ -159,6 +178,7 @@
         refresh();
       });
     }
+    listen();
     timer = setTimeout(refresh, initial ? pollMs : 0);
   }
 

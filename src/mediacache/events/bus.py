@@ -1,0 +1,136 @@
+"""Announcing final outcomes on Redis pub/sub, and one shared subscriber per process that fans them out.
+
+Best effort only: the database is the truth. A message lost during a Redis outage costs a waiter
+at most its fallback re-read (see `waiting`), and the webhook outbox never depends on Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from mediacache.broker.jobs import QUEUE_NAME
+from mediacache.domain import CacheStatus
+from mediacache.events.payload import event_type_for
+from mediacache.settings import Settings
+
+log = logging.getLogger("mediacache.events")
+
+RECONNECT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """What the pub/sub message says: an asset reached a final status."""
+
+    type: str
+    asset_id: uuid.UUID
+    status: CacheStatus
+
+    def as_json(self) -> str:
+        return json.dumps({"type": self.type, "asset_id": str(self.asset_id), "status": self.status.value})
+
+
+Listener = Callable[[Announcement], None]
+
+
+def channel_name(settings: Settings) -> str:
+    """Under the queue prefix, so tests (and deployments) that share a Redis do not hear each other."""
+    return f"{settings.queue_prefix}:{QUEUE_NAME}:mediacache:events"
+
+
+class EventBus:
+    """Publishes announcements and runs the process's one subscriber, started by the first listener."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.channel = channel_name(settings)
+        self._publisher: aioredis.Redis | None = None
+        self._listeners: set[Listener] = set()
+        self._subscriber: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self.subscribed = asyncio.Event()
+
+    # ---- publishing ----------------------------------------------------------------------
+
+    def announce(self, asset_id: uuid.UUID, status: CacheStatus) -> None:
+        """Publishes in the background: a job's outcome must not wait on (or fail with) pub/sub."""
+        message = Announcement(event_type_for(status), asset_id, status)
+        task = asyncio.create_task(self._publish(message), name="announce")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _publish(self, message: Announcement) -> None:
+        try:
+            if self._publisher is None:
+                self._publisher = aioredis.Redis(**self.settings.redis_connection())
+            await self._publisher.publish(self.channel, message.as_json())
+        except (RedisError, OSError) as exc:
+            log.debug("could not announce %s of asset %s: %s", message.type, message.asset_id, exc)
+
+    # ---- listening -----------------------------------------------------------------------
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Calls `listener` (a plain function that must not block) for every announcement; returns
+        the function that stops it."""
+        self._listeners.add(listener)
+        if self._subscriber is None or self._subscriber.done():
+            self._subscriber = asyncio.create_task(self._subscribe(), name="events-subscriber")
+        return lambda: self._listeners.discard(listener)
+
+    async def _subscribe(self) -> None:
+        while True:
+            # No socket time-out: the connection sits idle between announcements.
+            client = aioredis.Redis(**{**self.settings.redis_connection(), "socket_timeout": None})
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                self.subscribed.set()
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is not None and message.get("type") == "message":
+                        self._dispatch(message.get("data"))
+            except (RedisError, OSError) as exc:
+                self.subscribed.clear()
+                log.warning("event subscriber lost Redis (%s); waiters fall back to reading the database", exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            await asyncio.sleep(RECONNECT_S)
+
+    def _dispatch(self, raw: Any) -> None:
+        try:
+            data = json.loads(raw)
+            message = Announcement(str(data["type"]), uuid.UUID(str(data["asset_id"])), CacheStatus(data["status"]))
+        except (ValueError, KeyError, TypeError):
+            log.debug("ignored a malformed announcement: %r", raw)
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(message)
+            except Exception:
+                log.exception("event listener failed")
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=2)
+        if self._subscriber is not None:
+            self._subscriber.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._subscriber
+            self._subscriber = None
+        if self._publisher is not None:
+            with contextlib.suppress(Exception):
+                await self._publisher.aclose()
+            self._publisher = None

@@ -1,0 +1,101 @@
+"""Every query on webhook_outbox: claiming due deliveries under a lease, and recording how each went."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import cast
+
+from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mediacache.db.columns import utcnow
+from mediacache.db.models import WebhookOutbox
+from mediacache.db.transaction import transaction
+from mediacache.records import WebhookStats
+
+_o = cast(Table, WebhookOutbox.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One claimed outbox row: an event on its way to one receiver."""
+
+    row_id: int
+    event_id: uuid.UUID
+    event_type: str
+    asset_id: uuid.UUID
+    target_url: str
+    payload: str
+    attempts: int
+    created_at: datetime
+    last_error: str | None = None
+    dead: bool = False
+
+
+class OutboxRepository:
+    def __init__(self, engine: AsyncEngine, display_url: str = "the database") -> None:
+        self.engine = engine
+        self.display_url = display_url
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def claim_due(self, token: str, lease_s: float, limit: int) -> list[Delivery]:
+        """Takes up to `limit` due deliveries for `token` until the lease ends.
+
+        One conditional UPDATE: on PostgreSQL its subquery skips rows another worker has locked
+        (FOR UPDATE SKIP LOCKED), and SQLite runs writers one at a time, so no row goes to two
+        workers while a lease lives. A worker that dies leaves a lease that runs out.
+        """
+        now = utcnow()
+        due = (select(_o.c.id)
+               .where(_o.c.dead_at.is_(None), _o.c.next_attempt_at <= now,
+                      (_o.c.claimed_until.is_(None)) | (_o.c.claimed_until < now))
+               .order_by(_o.c.next_attempt_at).limit(limit))
+        if self.engine.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        stmt = (update(_o).where(_o.c.id.in_(due.scalar_subquery()))
+                .values(claim_token=token, claimed_until=now + timedelta(seconds=lease_s))
+                .returning(_o.c.id, _o.c.event_id, _o.c.event_type, _o.c.asset_id, _o.c.target_url, _o.c.payload,
+                           _o.c.attempts, _o.c.created_at))
+        async with transaction(self._autocommit, self.display_url) as conn:
+            rows = (await conn.execute(stmt)).all()
+        return sorted((Delivery(r.id, r.event_id, r.event_type, r.asset_id, r.target_url, r.payload, r.attempts,
+                                r.created_at) for r in rows), key=lambda d: d.row_id)
+
+    async def delivered(self, delivery: Delivery, token: str) -> None:
+        """The receiver took the event: the row's work is done."""
+        stmt = delete(_o).where(_o.c.id == delivery.row_id, _o.c.claim_token == token)
+        async with transaction(self._autocommit, self.display_url) as conn:
+            await conn.execute(stmt)
+
+    async def retry_later(self, delivery: Delivery, token: str, *, at: datetime, error: str) -> None:
+        stmt = (update(_o).where(_o.c.id == delivery.row_id, _o.c.claim_token == token)
+                .values(attempts=_o.c.attempts + 1, next_attempt_at=at, claim_token=None, claimed_until=None,
+                        last_error=error[:2000]))
+        async with transaction(self._autocommit, self.display_url) as conn:
+            await conn.execute(stmt)
+
+    async def dead(self, delivery: Delivery, token: str, *, error: str) -> None:
+        now = utcnow()
+        stmt = (update(_o).where(_o.c.id == delivery.row_id, _o.c.claim_token == token)
+                .values(attempts=_o.c.attempts + 1, dead_at=now, claim_token=None, claimed_until=None,
+                        last_error=error[:2000]))
+        async with transaction(self._autocommit, self.display_url) as conn:
+            await conn.execute(stmt)
+
+    async def counts(self) -> WebhookStats:
+        """Pending and dead deliveries, in one query."""
+        stmt = select(func.count().filter(_o.c.dead_at.is_(None)), func.count().filter(_o.c.dead_at.is_not(None)))
+        async with transaction(self._autocommit, self.display_url) as conn:
+            pending, dead = (await conn.execute(stmt)).one()
+        return WebhookStats(pending=int(pending), dead=int(dead))
+
+    async def all_rows(self) -> list[Delivery]:
+        """Every row, oldest first (for tests and the bench)."""
+        stmt = select(_o.c.id, _o.c.event_id, _o.c.event_type, _o.c.asset_id, _o.c.target_url, _o.c.payload,
+                      _o.c.attempts, _o.c.created_at, _o.c.last_error, _o.c.dead_at.is_not(None)).order_by(_o.c.id)
+        async with transaction(self._autocommit, self.display_url) as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [Delivery(r.id, r.event_id, r.event_type, r.asset_id, r.target_url, r.payload, r.attempts,
+                         r.created_at, r.last_error, dead=bool(r[9])) for r in rows]
