@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from mediacache.api.deps import READ, CacheDep
 from mediacache.api.errors import ApiError
+from mediacache.api.schemas import ErrorResponse
 from mediacache.domain import parse_asset_id
 from mediacache.events.bus import Announcement, EventBus
 
@@ -25,9 +26,17 @@ MAX_BUFFERED = 10_000
 MAX_IDS = 1000
 
 
+# In the schema too, so that clients and schema-driven tests know what an id list looks like.
+_UUID = r"(?:[0-9A-Fa-f]{32}|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})"
+_IDS_PATTERN = rf"^\s*(?:{_UUID}\s*(?:,\s*{_UUID}\s*)*)?$"
+
+
 @router.get("/events", dependencies=READ, response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
-async def events(cache: CacheDep, ids: Annotated[str | None, Query()] = None) -> StreamingResponse:
+            responses={200: {"content": {"text/event-stream": {}}},
+                       **{code: {"model": ErrorResponse} for code in (401, 403, 422)}})
+async def events(cache: CacheDep, ids: Annotated[str | None, Query(
+        pattern=_IDS_PATTERN, description="comma-separated asset ids to follow (all assets when left out)")] = None,
+) -> StreamingResponse:
     """`asset.cached` and `asset.failed` as they happen (`event:` the type, `data:` JSON with `type`,
     `asset_id` and `status`); `?ids=a,b` keeps only those assets. The stream starts with a
     `: ready` comment once it is subscribed. Best effort: after a gap, read the assets again."""
@@ -41,12 +50,12 @@ def _parse_ids(ids: str | None) -> set[uuid.UUID] | None:
         return None
     parts = [p.strip() for p in ids.split(",") if p.strip()]
     if len(parts) > MAX_IDS:
-        raise ApiError(400, "too_many_ids", f"?ids= names {len(parts)} assets; give at most {MAX_IDS}")
+        raise ApiError(422, "too_many_ids", f"?ids= names {len(parts)} assets; give at most {MAX_IDS}")
     parsed = set()
     for part in parts:
         asset_id = parse_asset_id(part)
         if asset_id is None:
-            raise ApiError(400, "invalid_id", f"?ids= has {part[:60]!r}, which is not an asset id (a UUID)")
+            raise ApiError(422, "invalid_id", f"?ids= has {part[:60]!r}, which is not an asset id (a UUID)")
         parsed.add(asset_id)
     return parsed
 

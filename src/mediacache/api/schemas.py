@@ -24,7 +24,9 @@ _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _HOST = (rf"(?:{_OCTET}(?:\.{_OCTET}){{3}}"
          r"|(?:[A-Za-z0-9_][A-Za-z0-9_-]{0,62}\.)*[A-Za-z_][A-Za-z0-9_-]{0,62}\.?)")
 _PORT = r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
-URL_PATTERN = rf"^[hH][tT][tT][pP][sS]?://{_HOST}{_PORT}(?:[/?#][^\s\x00-\x1f\x7f-\x9f\\]*)?$"
+# The lookahead bounds the host to 253 characters, the longest DNS name.
+_HOST_LENGTH = r"(?=[^/?#:]{1,253}(?:[:/?#]|$))"
+URL_PATTERN = rf"^[hH][tT][tT][pP][sS]?://{_HOST_LENGTH}{_HOST}{_PORT}(?:[/?#][^\s\x00-\x1f\x7f-\x9f\\]*)?$"
 
 Url = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URL_CHARS, pattern=URL_PATTERN)]
 # An original URL to fall back to is handed back as given, never fetched: only its length is bounded.
@@ -36,7 +38,8 @@ Value = Annotated[str, StringConstraints(max_length=1024)]
 class _Strict(BaseModel):
     # Unknown fields are refused, so a misspelt field ("url" for "urls") is a 422, not silently ignored.
     # Strict types: `{"days": true}` or `{"days": "1"}` on a destructive call is a 422, never days=1.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # python-re: the URL pattern bounds the host with a look-ahead, which the default engine lacks.
+    model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
 
 
 class QueueRequest(_Strict):
