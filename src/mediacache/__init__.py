@@ -35,6 +35,7 @@ from mediacache.records import (
     TikTokProfileRecord,
 )
 from mediacache.service import MediaCache
+from mediacache.sync import SyncMediaCache
 
 __version__ = "0.2.0"
 
@@ -66,6 +67,7 @@ __all__ = [
     "SlideRecord",
     "StorageError",
     "StorageUnavailableError",
+    "SyncMediaCache",
     "TikTokMedia",
     "TikTokPostPage",
     "TikTokPostRecord",
