@@ -27,6 +27,7 @@ from tests.support.processes import PrivateRedis
 from tests.support.services import (
     MEDIACACHE_ENV_PREFIXES,
     PG_ADMIN_DSN,
+    REDIS_DB,
     REDIS_HOST,
     REDIS_PORT,
     SettingsFactory,
@@ -75,7 +76,7 @@ def pg_database() -> Iterator[str]:
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     url = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(load_settings(database_url=url))
+    upgrade(load_settings(env_file=None, database_url=url))
     yield url
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -84,8 +85,7 @@ def pg_database() -> Iterator[str]:
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite file that each test copies, so no test pays for the migration."""
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
-    upgrade(load_settings(database_url=f"sqlite+aiosqlite:///{path}",
-                          data_dir=path.parent))
+    upgrade(load_settings(env_file=None, database_url=f"sqlite+aiosqlite:///{path}", data_dir=path.parent))
     return path
 
 
@@ -113,6 +113,13 @@ async def _truncate(url: str) -> None:
         await conn.close()
 
 
+@pytest.fixture(autouse=True)
+def away_from_dotenv(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in an empty directory of its own: no `.env` of the developer's checkout is read,
+    neither by settings built in the test nor by the `mediacache` processes it starts."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture
 def queue_prefix() -> str:
     return f"mctest-{uuid.uuid4().hex[:10]}"
@@ -121,7 +128,8 @@ def queue_prefix() -> str:
 @pytest.fixture
 async def redis_cleanup(queue_prefix: str) -> AsyncIterator[None]:
     yield
-    client = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    # The database make_settings names, whatever REDIS_DB the shell or a .env would say.
+    client = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
     try:
         keys = [k async for k in client.scan_iter(match=f"{queue_prefix}:*", count=1000)]
         if keys:
@@ -135,11 +143,12 @@ def make_settings(db_url: str, tmp_path: Path, queue_prefix: str, redis_cleanup:
     def factory(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": db_url, "data_dir": tmp_path / "data", "redis_host": REDIS_HOST,
-            "redis_port": REDIS_PORT, "queue_prefix": queue_prefix, "signing_secret": "test-secret",
-            "allowed_networks": "127.0.0.0/8",
+            "redis_port": REDIS_PORT, "redis_db": REDIS_DB, "queue_prefix": queue_prefix,
+            "signing_secret": "test-secret", "allowed_networks": "127.0.0.0/8",
         }
         values.update(overrides)
-        return load_settings(**values)
+        # Explicit settings only: no .env file, wherever the test runs.
+        return load_settings(env_file=None, **values)
     return factory
 
 

@@ -61,12 +61,16 @@ async def test_cache_wait_url_stats_retry_and_cleanup(
     async with MediaCache(settings) as mc:
         async def failed_again() -> bool:
             rec = await mc.get_asset(ids[1])
-            return rec is not None and rec.status is CacheStatus.FAILED and rec.attempts == 2
+            # attempts counts this try only: 1 means the retry has run (and failed) already.
+            return rec is not None and rec.status is CacheStatus.FAILED and rec.attempts == 1
         await wait_until(failed_again, what="the retried 404 to fail again")
 
     cleaned = await acli(settings, "cleanup", "--days", "0")
     assert cleaned.returncode == 0 and "removed 2 assets" in cleaned.stdout
     assert not [p for p in settings.objects_dir.rglob("*") if p.is_file() and ".tmp" not in p.parts]
+    # No empty media/<id>/ folder is left behind for the removed assets either.
+    assert not [p for p in settings.objects_dir.rglob("*") if ".tmp" not in p.relative_to(settings.objects_dir).parts
+                and p.name != ".tmp"]
 
 
 def test_bad_configuration_and_bad_url_are_one_line_errors(make_settings: SettingsFactory, tmp_path: Path) -> None:

@@ -113,3 +113,29 @@ def test_signed_urls_verify_and_tampering_or_expiry_fails(store: LocalStore) -> 
 def test_check_key_accepts_the_asset_key_scheme_and_legacy_keys() -> None:
     for key in ("media/0b8f/abc.jpg", "tiktok/videos/123.mp4", "avatars/u_1-2=3+4.webp"):
         assert check_key(key) == key
+
+
+async def test_delete_removes_the_folders_it_empties_and_no_more(store: LocalStore) -> None:
+    for key in ("media/a/1.jpg", "media/a/2.jpg", "media/b/1.jpg"):
+        await store.put_stream(key, _chunks([b"x"]))
+    assert await store.delete("media/a/1.jpg")
+    assert (store.root / "media/a").is_dir()  # still holds 2.jpg
+    assert await store.delete("media/a/2.jpg")
+    assert not (store.root / "media/a").exists() and (store.root / "media/b").is_dir()
+    assert await store.delete("media/b/1.jpg")
+    assert not (store.root / "media").exists() and store.root.is_dir()
+
+
+async def test_writes_racing_deletes_in_one_folder_all_land(store: LocalStore) -> None:
+    # Each delete may remove the folder that a concurrent write has just made for its file.
+    await store.put_stream("media/r/0.jpg", _chunks([b"x"]))
+
+    async def write_then_delete(n: int) -> None:
+        await store.put_stream(f"media/r/{n}.jpg", _chunks([bytes([n % 256])]))
+        assert await store.delete(f"media/r/{n - 1}.jpg") in (True, False)
+
+    keep = [f"media/r/k{n}.jpg" for n in range(50)]
+    await asyncio.gather(*(write_then_delete(n) for n in range(1, 50)),
+                         *(store.put_stream(k, _chunks([b"k"])) for k in keep))
+    for k in keep:
+        assert await store.head(k) is not None, k

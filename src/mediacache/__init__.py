@@ -37,6 +37,7 @@ from mediacache.records import (
     WebhookStats,
 )
 from mediacache.service import MediaCache
+from mediacache.sync import SyncMediaCache
 
 __version__ = "0.2.0"
 
@@ -68,6 +69,7 @@ __all__ = [
     "SlideRecord",
     "StorageError",
     "StorageUnavailableError",
+    "SyncMediaCache",
     "TikTokMedia",
     "TikTokPostPage",
     "TikTokPostRecord",

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from mediacache.domain import RETRYABLE_KINDS, ErrorKind
@@ -54,7 +55,7 @@ class InvalidURLError(MediaCacheError):
     """A URL that is refused before anything is written."""
 
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"refused URL {_shown_url(url)!r}: {reason}")
+        super().__init__(f"refused URL {shown_url(url)!r}: {reason}")
         self.url = url
         self.reason = reason
         self.kind = ErrorKind.INVALID_URL
@@ -117,16 +118,14 @@ class RangeNotSatisfiableError(MediaCacheError):
     """The Range header names no byte of the representation: answer 416."""
 
 
-def _shown_url(url: str) -> str:
-    """A URL as it may appear in a message: no password, and not without end."""
-    from urllib.parse import urlsplit
+# The password of a URL's user:password@, found without parsing: an unparseable URL (a broken IPv6
+# host, a bad redirect Location) must not echo its password either.
+_PASSWORD = re.compile(r"(?P<head>(?:^|://|^//)[^/?#@\s]*?:)[^/?#@\s]*@")
 
-    shown = url if len(url) <= 200 else url[:200] + "..."
-    try:
-        parts = urlsplit(shown)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-            shown = parts._replace(netloc=netloc).geturl()
-    except ValueError:
-        pass
-    return shown
+
+def shown_url(url: str, *, max_chars: int = 200) -> str:
+    """A URL as it may appear in a message or a log: `user:***@` for any password, and cut at
+    `max_chars` characters."""
+    shown = url if len(url) <= max_chars else url[:max_chars] + "..."
+    return _PASSWORD.sub(lambda m: f"{m.group('head')}***@", shown, count=1)
+

@@ -26,6 +26,7 @@ from mediacache.errors import (
     InvalidArgumentError,
     QueueUnavailableError,
     StorageError,
+    UnsafeKeyError,
 )
 from mediacache.events.bus import EventBus
 from mediacache.events.outbox import OutboxRepository
@@ -262,6 +263,13 @@ class MediaCache:
             else:
                 out.append(original)
         return out
+
+    async def has_object(self, key: str) -> bool:
+        """Whether an object is stored under the storage key `key` (False for a key that is not safe)."""
+        try:
+            return await self._backends.store.head(key) is not None
+        except UnsafeKeyError:
+            return False
 
     async def get_asset(self, asset_id: str | uuid.UUID) -> AssetRecord | None:
         parsed = parse_asset_id(asset_id)

@@ -16,7 +16,6 @@ from mediacache.secret_urls import check_url_syntax, mask_url
 
 MAX_PRESIGN_TTL_S = 7 * 24 * 3600  # S3 SigV4 refuses presigned URLs valid for longer
 _REDIS_EXAMPLE = "redis://:p%40ss@host:6379/0"
-REDIS_ENV_NAMES = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB")
 
 
 def _var(name: str, default: Any, **constraints: Any) -> Any:
@@ -106,8 +105,12 @@ class Settings(BaseSettings):
 
     @property
     def redis_configured(self) -> bool:
-        """True when any REDIS_* setting was given (so an embedded server must never stand in)."""
-        return bool(self.model_fields_set & {"redis_url", "redis_host", "redis_port", "redis_password", "redis_db"})
+        """True when a Redis server was named (so an embedded server must never stand in for it).
+
+        Only a host, port, URL or password names a server; REDIS_DB alone picks a database of
+        whichever server runs, the embedded one included.
+        """
+        return bool(self.model_fields_set & {"redis_url", "redis_host", "redis_port", "redis_password"})
 
     def redis_connection(self) -> dict[str, Any]:
         """Keyword arguments for redis-py, as a dict rather than a URL.
@@ -276,10 +279,11 @@ def normalize_database_url(url: str) -> str:
     return f"{driver}://{rest}"
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Reads the environment (and `.env`) into Settings; one ConfigError for any bad value."""
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Reads the environment (and `env_file`, `.env` of the current directory by default; None: no
+    file) into Settings; one ConfigError for any bad value."""
     try:
-        settings = Settings(**overrides)
+        settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError(_explain(exc)) from exc
     return settings.check()

@@ -23,6 +23,7 @@ def child_env(settings: Any, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(MEDIACACHE_ENV_PREFIXES)}
     env.update({
         "DATABASE_URL": settings.sqlalchemy_url, "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(settings.redis_port),
+        "REDIS_DB": str(settings.redis_db),
         "MEDIACACHE_QUEUE_PREFIX": settings.queue_prefix, "MEDIACACHE_DATA_DIR": str(settings.data_dir),
         "MEDIACACHE_SIGNING_SECRET": "test-secret", "MEDIACACHE_ALLOWED_NETWORKS": "127.0.0.0/8",
         "PYTHONUNBUFFERED": "1", "COLUMNS": "200",
@@ -31,10 +32,18 @@ def child_env(settings: Any, **extra: str) -> dict[str, str]:
     return env
 
 
+def child_cwd(settings: Any) -> Path:
+    """Where a child process runs: the folder that holds the test's data directory, never a
+    checkout whose `.env` would add to the test's settings."""
+    path = Path(settings.data_dir).resolve().parent
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def cli(settings: Settings, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     """Runs `mediacache ARGS` as a user would, against the test's database, Redis and data dir."""
     return subprocess.run([sys.executable, "-m", "mediacache", *args], env=child_env(settings),
-                          capture_output=True, text=True, timeout=timeout_s, check=False)
+                          cwd=child_cwd(settings), capture_output=True, text=True, timeout=timeout_s, check=False)
 
 
 async def acli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -44,7 +53,7 @@ async def acli(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
 
 def spawn_worker(settings: Any, log: Path, *args: str, **extra: str) -> subprocess.Popen[bytes]:
     """`mediacache worker ARGS` in the background, its output in `log`."""
-    return subprocess.Popen([sys.executable, "-m", "mediacache", "worker", *args],
+    return subprocess.Popen([sys.executable, "-m", "mediacache", "worker", *args], cwd=child_cwd(settings),
                             env=child_env(settings, **extra), stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 

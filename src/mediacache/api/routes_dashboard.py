@@ -23,6 +23,7 @@ from mediacache.api.schemas import (
 from mediacache.errors import QueueUnavailableError
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
+from mediacache.units import human_bytes
 
 router = APIRouter(tags=["dashboard"])
 log = logging.getLogger("mediacache.api")
@@ -43,15 +44,6 @@ _env = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=select_aut
 # the retry button).
 DASHBOARD_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                  "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 _env.filters["human_bytes"] = human_bytes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -38,6 +39,21 @@ class _Server(uvicorn.Server):
             self.should_exit = True
 
 
+class _QuietStartupFailure(logging.Filter):
+    """Drops uvicorn's report of a start-up that failed with one of our errors.
+
+    uvicorn logs such a failure as a full traceback (about 70 lines) and "Application startup
+    failed"; `serving` raises the error itself, and the command line prints it as one line.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not isinstance(getattr(self.app.state, "startup_error", None), MediaCacheError)
+
+
 @dataclass
 class RunningServer:
     server: uvicorn.Server
@@ -58,19 +74,25 @@ async def serving(app: FastAPI, sock: socket.socket, *, log_level: str = "warnin
     config = uvicorn.Config(app, lifespan="on", log_level=log_level, access_log=access_log,
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, server_header=False)
     server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + STARTUP_TIMEOUT_S
-    while not server.started:
-        if task.done() or loop.time() > deadline:
-            server.should_exit = True
-            await task
-            sock.close()
-            error = getattr(app.state, "startup_error", None)
-            if isinstance(error, MediaCacheError):
-                raise error
-            raise RuntimeError(f"the HTTP server did not start: {error!r}")
-        await asyncio.sleep(0.02)
+    quiet = _QuietStartupFailure(app)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addFilter(quiet)
+    try:
+        task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STARTUP_TIMEOUT_S
+        while not server.started:
+            if task.done() or loop.time() > deadline:
+                server.should_exit = True
+                await task
+                sock.close()
+                error = getattr(app.state, "startup_error", None)
+                if isinstance(error, MediaCacheError):
+                    raise error
+                raise RuntimeError(f"the HTTP server did not start: {error!r}")
+            await asyncio.sleep(0.02)
+    finally:
+        uvicorn_log.removeFilter(quiet)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     try:

@@ -67,9 +67,11 @@ class JobQueue:
         return self._queue
 
     def _unavailable(self, exc: BaseException, what: str) -> QueueUnavailableError:
+        # "Nothing was queued" only where something was being queued, not on a start-up check.
+        lost = "; nothing was queued" if what.startswith("adding") else ""
         return QueueUnavailableError(
-            f"Redis at {self.settings.redis_display} did not answer while {what} ({exc}); nothing was "
-            "queued. Check that Redis is running and REDIS_HOST/REDIS_PORT/REDIS_URL point at it")
+            f"Redis at {self.settings.redis_display} did not answer while {what} ({exc}){lost}. "
+            "Check that Redis is running and REDIS_HOST/REDIS_PORT/REDIS_URL point at it")
 
     async def add(self, asset_id: uuid.UUID, url: str) -> None:
         try:

@@ -20,8 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from mediacache.cli.logs import LogFormat, error_line, setup_logging
-from mediacache.domain import CacheStatus
-from mediacache.errors import MediaCacheError
+from mediacache.domain import CacheStatus, parse_asset_id
+from mediacache.errors import InvalidArgumentError, MediaCacheError
 from mediacache.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -31,6 +31,20 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 err = Console(stderr=True)
 out = Console()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from mediacache import __version__
+
+        out.print(f"mediacache {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit")] = False) -> None:
+    """Background media cache: remote URLs in, durable copies in object storage out."""
 
 
 LogFormatOption = Annotated[LogFormat | None, typer.Option(
@@ -81,21 +95,6 @@ def worker(
     _run(lambda: _worker_main(settings, concurrency))
 
 
-@app.command("run")
-def run_embedded(
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Jobs at a time")] = None,
-) -> None:
-    """Migrates the database and runs a worker, starting an embedded Valkey when no Redis answers."""
-    from mediacache.broker.embedded import redis_or_embedded
-    from mediacache.db.schema import upgrade
-
-    settings = _settings()
-    _setup_logging(settings)
-    upgrade(settings)
-    with redis_or_embedded(settings):
-        _run(lambda: _worker_main(settings, concurrency))
-
-
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
@@ -113,7 +112,7 @@ def serve(
     settings = _settings()
     check_exposure(settings, host, allow_anonymous=allow_anonymous)
     _setup_logging(settings, log_format)
-    # The embedded default (SQLite) is migrated here, as `run` does; a shared PostgreSQL is
+    # The embedded default (SQLite) is migrated here; a shared PostgreSQL is
     # migrated once by `mediacache db upgrade`, not by every server replica that starts.
     if settings.sqlalchemy_url.startswith("sqlite"):
         upgrade(settings)
@@ -229,6 +228,14 @@ def url(value: Annotated[str, typer.Argument(help="A cache asset id or a legacy 
         from mediacache.service import MediaCache
 
         async with MediaCache(_settings()) as mc:
+            # A legacy key gets a link only when an object is stored under it: a typo (or an id
+            # cut short) would otherwise print a link that answers 404.
+            if value and parse_asset_id(value) is None and not await mc.has_object(value):
+                if original_url is None:
+                    raise InvalidArgumentError(
+                        f"{value!r}: not an asset id and no stored object under that key; give an asset id "
+                        "(as `mediacache cache` prints it) or the storage key of a stored object")
+                return original_url
             return await mc.get_url(value, original_url)
     resolved = _run(main)
     if resolved is None:

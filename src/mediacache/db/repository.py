@@ -331,7 +331,11 @@ class AssetRepository:
                 for r in rows}
 
     async def reset_failed(self, limit: int) -> list[tuple[uuid.UUID, str]]:
-        """FAILED -> PENDING for up to `limit` assets; returns (id, url) of those moved."""
+        """FAILED -> PENDING for up to `limit` assets; returns (id, url) of those moved.
+
+        `attempts` starts again at 0: it counts the attempts of this try of the asset, which is
+        what the dashboard and `get_asset` show, not every attempt since the asset was created.
+        """
         async with self._tx() as conn:
             # Oldest failure first, along ix_cache_assets_status_updated_at: moved rows leave the
             # FAILED set, so the next batch starts where this one ended without a sort of them all.
@@ -341,7 +345,7 @@ class AssetRepository:
                 return []
             stmt = (update(_t).where(_t.c.id.in_(ids), _t.c.status.in_(
                         [s.value for s in TRANSITIONS[CacheStatus.PENDING]]))
-                    .values(status=CacheStatus.PENDING.value, error=None, error_kind=None,
+                    .values(status=CacheStatus.PENDING.value, error=None, error_kind=None, attempts=0,
                             updated_at=utcnow())
                     .returning(_t.c.id, _t.c.original_url))
             return [(r.id, r.original_url) for r in (await conn.execute(stmt)).all()]

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from mediacache.errors import DatabaseError
+from mediacache.errors import DatabaseError, NotMigratedError
+
+# PostgreSQL's SQLSTATE for a missing table (asyncpg's UndefinedTableError).
+_UNDEFINED_TABLE = "42P01"
 
 
 @asynccontextmanager
@@ -18,17 +22,45 @@ async def transaction(engine: AsyncEngine, display_url: str) -> AsyncIterator[As
     try:
         async with engine.begin() as conn:
             yield conn
-    except (OperationalError, SAInterfaceError, OSError, ConnectionError) as exc:
-        raise DatabaseError(f"the database {display_url} did not answer: {short_error(exc)}") from exc
     except DBAPIError as exc:
-        # A connection that died under a statement (the server restarted) is not a bad query.
-        if exc.connection_invalidated:
-            raise DatabaseError(f"the database {display_url} did not answer: {short_error(exc)}") from exc
-        if isinstance(exc, IntegrityError):
-            raise DatabaseError(f"{display_url} refused the write: {short_error(exc)}") from exc
-        raise DatabaseError(f"query on {display_url} failed: {short_error(exc)}") from exc
+        if _is_missing_table(exc) or _is_missing_sqlite_file(exc, engine):
+            # Typically a data directory other than the one migrated (it follows the current
+            # directory unless MEDIACACHE_DATA_DIR pins it): say what to run, not what failed.
+            raise NotMigratedError(
+                f"the database {display_url} is not migrated ({short_error(exc)}): run `mediacache db upgrade` "
+                "(or set MEDIACACHE_DATA_DIR / DATABASE_URL to the database you migrated)") from exc
+        raise _database_error(exc, display_url) from exc
+    except (OSError, ConnectionError) as exc:
+        raise DatabaseError(f"the database {display_url} did not answer: {short_error(exc)}") from exc
     except SQLAlchemyError as exc:
         raise DatabaseError(f"query on {display_url} failed: {short_error(exc)}") from exc
+
+
+def _is_missing_table(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    # SQLAlchemy's asyncpg adapter carries the SQLSTATE itself; asyncpg's own error is its cause.
+    code = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    if code == _UNDEFINED_TABLE:
+        return True
+    return isinstance(exc, OperationalError) and "no such table" in str(orig)
+
+
+def _is_missing_sqlite_file(exc: DBAPIError, engine: AsyncEngine) -> bool:
+    # A SQLite file whose folder does not exist cannot even be opened: no database is there yet.
+    database = engine.url.database
+    return (engine.dialect.name == "sqlite" and isinstance(exc, OperationalError) and bool(database)
+            and database != ":memory:" and not Path(str(database)).exists())
+
+
+def _database_error(exc: DBAPIError, display_url: str) -> DatabaseError:
+    if isinstance(exc, OperationalError | SAInterfaceError):
+        return DatabaseError(f"the database {display_url} did not answer: {short_error(exc)}")
+    # A connection that died under a statement (the server restarted) is not a bad query.
+    if exc.connection_invalidated:
+        return DatabaseError(f"the database {display_url} did not answer: {short_error(exc)}")
+    if isinstance(exc, IntegrityError):
+        return DatabaseError(f"{display_url} refused the write: {short_error(exc)}")
+    return DatabaseError(f"query on {display_url} failed: {short_error(exc)}")
 
 
 def short_error(exc: BaseException) -> str:

@@ -13,12 +13,13 @@ from datetime import UTC
 import httpx
 
 from mediacache.domain import ErrorKind
-from mediacache.errors import FetchError, InvalidURLError
+from mediacache.errors import FetchError, InvalidURLError, shown_url
 from mediacache.fetching.expiry import is_expired
 from mediacache.fetching.netguard import AddressPolicy, guarded_transport
 from mediacache.fetching.sniff import SNIFF_HEAD_BYTES, is_allowed, sniff_content_type
 from mediacache.fetching.urls import check_redirect, validate_url
 from mediacache.settings import Settings
+from mediacache.units import bytes_and_human
 
 MAX_REDIRECTS = 5
 USER_AGENT = "mediacache/0.1 (+https://github.com/mediacache)"
@@ -91,7 +92,7 @@ class Download:
                     received += len(piece)
                     if received > self.max_bytes:
                         raise FetchError(ErrorKind.TOO_LARGE,
-                                         f"{self.url} sent more than the limit of {self.max_bytes} bytes "
+                                         f"{self.url} sent more than the limit of {bytes_and_human(self.max_bytes)} "
                                          "(MEDIACACHE_MAX_BYTES)")
                     yield piece
         except httpx.HTTPError as exc:
@@ -184,8 +185,8 @@ class Fetcher:
                 declared = response.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) > self.settings.max_bytes:
                     raise FetchError(ErrorKind.TOO_LARGE,
-                                     f"{current} announces {declared} bytes, over the limit of "
-                                     f"{self.settings.max_bytes} (MEDIACACHE_MAX_BYTES)")
+                                     f"{current} announces {bytes_and_human(int(declared))}, over the limit of "
+                                     f"{bytes_and_human(self.settings.max_bytes)} (MEDIACACHE_MAX_BYTES)")
                 yield Download(str(current), response, self.settings.max_bytes)
                 return
             finally:
@@ -242,9 +243,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 def _transport_error(exc: httpx.HTTPError, url: str) -> FetchError:
     if isinstance(exc, httpx.TimeoutException):
         what = "connecting" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "reading"
-        return FetchError(ErrorKind.TRANSIENT, f"timed out {what} {url}")
+        return FetchError(ErrorKind.TRANSIENT, f"timed out {what} {shown_url(url)}")
     if isinstance(exc, httpx.ConnectError):
-        return FetchError(ErrorKind.TRANSIENT, f"cannot connect to {url}: {exc}")
+        detail = str(exc)
+        # The guarded transport's own message already names the host, port and addresses tried.
+        if detail.startswith("cannot connect to "):
+            return FetchError(ErrorKind.TRANSIENT, f"{detail} (downloading {shown_url(url)})")
+        return FetchError(ErrorKind.TRANSIENT, f"cannot connect to {shown_url(url)}: {detail}")
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return FetchError(ErrorKind.INVALID_URL, f"cannot fetch {url}: {exc}")
-    return FetchError(ErrorKind.TRANSIENT, f"download of {url} failed: {type(exc).__name__}: {exc}")
+        return FetchError(ErrorKind.INVALID_URL, f"cannot fetch {shown_url(url)}: {exc}")
+    return FetchError(ErrorKind.TRANSIENT, f"download of {shown_url(url)} failed: {type(exc).__name__}: {exc}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 
 from mediacache.domain import ErrorKind
-from mediacache.errors import FetchError, InvalidURLError
+from mediacache.errors import FetchError, InvalidURLError, shown_url
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -136,15 +136,15 @@ def check_redirect(from_url: httpx.URL | str, location: str, *, max_length: int 
     bad = _FORBIDDEN_CHARS.search(location)
     if bad is not None:
         raise FetchError(ErrorKind.INVALID_URL,
-                         f"{base} redirects to {location[:200]!r}, which contains {bad.group()!r}")
+                         f"{base} redirects to {shown_url(location)!r}, which contains {bad.group()!r}")
     try:
         target = base.join(location)
     except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
         raise FetchError(ErrorKind.INVALID_URL,
-                         f"{base} redirects to {location[:200]!r}, which cannot be parsed: {exc}") from exc
+                         f"{base} redirects to {shown_url(location)!r}, which cannot be parsed: {exc}") from exc
     if target.scheme not in _ALLOWED_SCHEMES:
         raise FetchError(ErrorKind.BLOCKED,
-                         f"{base} redirects to {str(target)[:200]!r}; only http:// and https:// are followed")
+                         f"{base} redirects to {shown_url(str(target))!r}; only http:// and https:// are followed")
     try:
         validate_url(str(target), max_length=max_length)
     except InvalidURLError as exc:

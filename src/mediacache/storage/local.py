@@ -21,6 +21,7 @@ _TMP_DIR = ".tmp"
 _READ_CHUNK_BYTES = 256 * 1024
 # Writes are batched to this size so that a stream of small network chunks costs few thread hops.
 _WRITE_BATCH_BYTES = 1024 * 1024
+_RENAME_TRIES = 5
 
 
 class LocalStore:
@@ -83,8 +84,18 @@ class LocalStore:
             f.flush()
             # fsync before the rename, so that after a power loss the key holds all or nothing.
             os.fsync(f.fileno())
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
+        for _ in range(_RENAME_TRIES):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(tmp, final)
+                return
+            except FileNotFoundError:
+                # A delete of the folder's last object removed the folder between our mkdir and
+                # the rename (see `_remove_empty_parents`); make it again.
+                if not tmp.exists():
+                    raise
+        raise StorageError(f"cannot store {final.relative_to(self.root).as_posix()!r} under {self.root}: its "
+                           "folder kept disappearing while other objects of it were deleted")
 
     @staticmethod
     def _discard(f: BinaryIO | None, tmp: Path) -> None:
@@ -97,12 +108,32 @@ class LocalStore:
     async def delete(self, key: str) -> bool:
         path = self.path_of(key)
         try:
-            await asyncio.to_thread(path.unlink)
+            await asyncio.to_thread(self._unlink, path)
         except FileNotFoundError:
             return False
         except OSError as exc:
             raise StorageError(f"cannot delete {key!r} from {self.root}: {exc}") from exc
         return True
+
+    def _unlink(self, path: Path) -> None:
+        path.unlink()
+        self._remove_empty_parents(path.parent)
+
+    def _remove_empty_parents(self, folder: Path) -> None:
+        """Removes `folder` and its parents up to (not including) the root while they are empty, so
+        that deleted assets leave no `media/<id>/` folders behind.
+
+        rmdir only ever removes an empty folder, so a file written meanwhile is never lost; a
+        writer whose folder vanished between its mkdir and its rename makes it again (`_finish`).
+        """
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                pass  # removed by a concurrent delete: carry on with its parent
+            except OSError:
+                return  # not empty (or not ours to remove): everything above is not empty either
+            folder = folder.parent
 
     async def head(self, key: str) -> ObjectInfo | None:
         path = self.path_of(key)
