@@ -1,13 +1,13 @@
 """Fixtures of the Node interop tests: a private BullMQ prefix, Python bullmq workers, Node BullMQ.
 
-Self-contained on purpose (no import of tests/conftest.py or of mediacache): run alone with
-`pytest tests/interop`, where tests/interop/pytest.ini makes this folder the root.
+These tests pin what Node BullMQ and Python bullmq do with raw bullmq Workers (so an upgrade of
+either shows up); tests/test_node_interop.py drives the real CacheWorker. The suite's fixtures
+(tests/conftest.py) apply here too; `bullmq_worker` is this folder's own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -15,19 +15,13 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from bullmq import Queue, Worker
-from support import HERE, QUEUE, REDIS
+
+from tests.interop.support import QUEUE, REDIS
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    missing = None
-    if shutil.which("node") is None:
-        missing = "node is not installed"
-    elif not (HERE / "node_modules" / "bullmq" / "package.json").exists():
-        missing = "Node BullMQ is not installed: run `npm ci` in tests/interop"
-    if missing:
-        for item in items:
-            if HERE in item.path.parents:
-                item.add_marker(pytest.mark.skip(reason=missing))
+@pytest.fixture(autouse=True)
+def _needs_node(node_bullmq: None) -> None:
+    """Every test of this folder talks to Node BullMQ."""
 
 
 @pytest.fixture
@@ -58,7 +52,7 @@ StartWorker = Callable[..., Awaitable[Worker]]
 
 
 @pytest.fixture
-async def start_worker(prefix: str) -> AsyncIterator[StartWorker]:
+async def bullmq_worker(prefix: str) -> AsyncIterator[StartWorker]:
     """Factory: a running Python bullmq Worker on the test's queue; closed at the end.
 
     `before_run(worker)` runs after construction and before `run()` (where the Node naming goes).

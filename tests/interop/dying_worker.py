@@ -1,7 +1,7 @@
 """A Python bullmq worker that records a final failure in the asset table and dies (SIGKILL) before
 it can tell Redis: the job stays active under a lock that runs out after 1 s.
 
-    python dying_worker.py PREFIX ASSET_ID
+    python -m tests.interop.dying_worker PREFIX ASSET_ID
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from bullmq import Worker
-from support import QUEUE, REDIS, AssetTable
+
+from tests.interop.support import QUEUE, REDIS, AssetTable
 
 
 async def main(prefix: str, asset_id: str) -> None:

@@ -1,7 +1,7 @@
 """Measures how often, and by how much, a Python bullmq worker stamps `processedOn` before the job's
 `timestamp`, against a Node producer on the same host (so on one clock). Run by hand:
 
-    PYTHONPATH=src .venv/bin/python tests/interop/measure_processed_on.py [JOBS]
+    PYTHONPATH=src .venv/bin/python -m tests.interop.measure_processed_on [JOBS]
 
 For each (concurrency, milliseconds of synchronous work per job, connection) it prints the smallest
 `processedOn - timestamp` and how many jobs had it negative. "single" is what the project passes (a
@@ -20,7 +20,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from bullmq import Worker
-from support import JOB_NAME, QUEUE, REDIS, run_node
+
+from tests.interop.support import JOB_NAME, QUEUE, REDIS, run_node
 
 
 async def measure(concurrency: int, block_ms: int, jobs: int, pooled: bool) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 Python bullmq writes both in Job.moveToFailed: `failedReason = str(err)`, and `updateStacktrace()`
 appends `traceback.format_exc()` (a whole Python traceback, every chained cause, the reason last),
-then keeps the last `opts.stackTraceLimit` entries. prototype.use_short_stacktraces makes each entry
+then keeps the last `opts.stackTraceLimit` entries. mediacache.worker.traces.use_short_stacktraces makes each entry
 a Node-like one: the reason first, a few frames, one line per cause.
 """
 
@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from bullmq.custom_errors import UnrecoverableError
-from prototype import short_failure_trace, use_short_stacktraces
-from support import JOB_NAME, run_node, wait_until
+
+from mediacache.worker.traces import short_failure_trace, use_short_stacktraces
+from tests.interop.support import JOB_NAME, run_node, wait_until
 
 REASON = "GET http://origin.test/a.jpg answered 404 Not Found"
 
@@ -56,8 +57,8 @@ async def _failed_job(prefix: str, queue: Any, opts: dict[str, Any] | None = Non
     return (await run_node(prefix, "job", jobId=job.id))["json"]  # what bull-board reads
 
 
-async def test_today_the_trace_is_a_whole_python_traceback_with_the_reason_last(prefix, queue, start_worker):
-    await start_worker(failing_like_ours)
+async def test_today_the_trace_is_a_whole_python_traceback_with_the_reason_last(prefix, queue, bullmq_worker):
+    await bullmq_worker(failing_like_ours)
     job = await _failed_job(prefix, queue)
     assert job["failedReason"] == REASON
     [entry] = job["stacktrace"]
@@ -67,12 +68,12 @@ async def test_today_the_trace_is_a_whole_python_traceback_with_the_reason_last(
     assert len(entry.splitlines()) > 25
 
 
-async def test_with_short_traces_the_entry_starts_with_the_reason(prefix, queue, start_worker):
+async def test_with_short_traces_the_entry_starts_with_the_reason(prefix, queue, bullmq_worker):
     async def processor(job: Any, token: str) -> None:
         use_short_stacktraces(job)
         await failing_like_ours(job, token)
 
-    await start_worker(processor)
+    await bullmq_worker(processor)
     job = await _failed_job(prefix, queue)
     assert job["failedReason"] == REASON
     [entry] = job["stacktrace"]
@@ -86,12 +87,12 @@ async def test_with_short_traces_the_entry_starts_with_the_reason(prefix, queue,
     assert "Traceback" not in entry
 
 
-async def test_stack_trace_limit_still_decides_how_many_entries_are_kept(prefix, queue, start_worker):
+async def test_stack_trace_limit_still_decides_how_many_entries_are_kept(prefix, queue, bullmq_worker):
     async def processor(job: Any, token: str) -> None:
         use_short_stacktraces(job)
         raise RuntimeError(f"attempt {job.attemptsMade + 1}")
 
-    await start_worker(processor)
+    await bullmq_worker(processor)
     job = await _failed_job(prefix, queue, {"attempts": 3, "stackTraceLimit": 2,
                                             "backoff": {"type": "fixed", "delay": 0}})
     assert [e.splitlines()[0] for e in job["stacktrace"]] == ["RuntimeError: attempt 2", "RuntimeError: attempt 3"]

@@ -19,7 +19,8 @@ from typing import Any
 
 import bullmq.job
 import bullmq.scripts
-from support import JOB_NAME, QUEUE, run_node, wait_until
+
+from tests.interop.support import JOB_NAME, QUEUE, run_node, wait_until
 
 HOUR_MS = 3600 * 1000
 
@@ -36,10 +37,10 @@ async def _noop(job: Any, token: str) -> None:
     return None
 
 
-async def test_processed_on_is_the_python_workers_clock(prefix, queue, redis, start_worker, monkeypatch):
+async def test_processed_on_is_the_python_workers_clock(prefix, queue, redis, bullmq_worker, monkeypatch):
     monkeypatch.setattr(bullmq.scripts, "time", _clock_shifted_by(-HOUR_MS))  # the worker only
     added = await run_node(prefix, "add", name=JOB_NAME, data={}, opts={})
-    await start_worker(_noop)
+    await bullmq_worker(_noop)
     await wait_until(lambda: _ran(queue, added["id"]), what="the job to run")
     timestamp, processed_on = map(int, await redis.hmget(f"{prefix}:{QUEUE}:{added['id']}", "timestamp", "processedOn"))
     assert timestamp == added["timestamp"]  # Node's Date.now() in the Job constructor
@@ -57,7 +58,7 @@ async def test_timestamp_is_the_producers_own_value(prefix, queue, redis, monkey
 
 
 async def test_a_delayed_move_to_active_stamps_a_job_added_after_it_as_processed_before_it(
-        prefix, queue, redis, start_worker):
+        prefix, queue, redis, bullmq_worker):
     """What a busy event loop does, made deterministic: the worker's moveToActive is stamped, then
     held back (as behind the single connection's lock, or another job's CPU work) while a Node
     producer adds a job; when the call reaches Redis it takes that job with the older stamp."""
@@ -74,7 +75,7 @@ async def test_a_delayed_move_to_active_stamps_a_job_added_after_it_as_processed
             return await real(keys=keys, args=args, client=client)
         worker.scripts.commands["moveToActive"] = held_back
 
-    await start_worker(_noop, concurrency=1, before_run=hold)
+    await bullmq_worker(_noop, concurrency=1, before_run=hold)
     await asyncio.wait_for(held.wait(), 10)
     stamped_ms = round(time.time() * 1000)  # rounded as bullmq rounds its stamp
     await asyncio.sleep(0.02)  # a lag the size of the one reported (17 ms)

@@ -1,6 +1,6 @@
 """Bug 1: bull-board's Retry (Node `job.retry()`) on a job that the Python worker failed for good.
 
-What the re-run looks like to the Python worker, and the proposed rule (prototype.delivery_of) that
+What the re-run looks like to the Python worker, and the proposed rule (mediacache.worker.delivery.delivery_of) that
 tells it from a re-delivery of an attempt whose outcome the database already holds.
 """
 
@@ -14,8 +14,10 @@ import uuid
 from typing import Any
 
 from bullmq.custom_errors import UnrecoverableError
-from prototype import delivery_of, use_short_stacktraces
-from support import HERE, JOB_NAME, AssetTable, job_view, run_node, wait_until
+
+from mediacache.worker.delivery import delivery_of
+from mediacache.worker.traces import use_short_stacktraces
+from tests.interop.support import HERE, JOB_NAME, AssetTable, job_view, run_node, wait_until
 
 # Our job options (queue.job_options) with no backoff delay, so three attempts take milliseconds.
 OPTS = {"attempts": 3, "backoff": {"type": "exponential", "delay": 0}}
@@ -95,10 +97,10 @@ async def _retry_with_node(prefix: str, queue: Any, processor: CacheProcessor, a
     return processor.seen[runs_before], answer
 
 
-async def test_a_node_retry_reaches_the_python_worker_with_its_counters_kept(prefix, queue, redis, start_worker):
+async def test_a_node_retry_reaches_the_python_worker_with_its_counters_kept(prefix, queue, redis, bullmq_worker):
     assets = AssetTable(redis, prefix)
     processor = CacheProcessor(assets, failing_until(99), proposed=False)
-    await start_worker(processor, name="interop-retry")
+    await bullmq_worker(processor, name="interop-retry")
     asset_id = str(uuid.uuid4())
     await _fail_for_good(queue, assets, asset_id)
     last_attempt = processor.seen[-1]
@@ -108,8 +110,11 @@ async def test_a_node_retry_reaches_the_python_worker_with_its_counters_kept(pre
     before, after = node["before"]["raw"], node["after"]["raw"]
     assert before["atm"] == "3" and before["ats"] == "3" and "failedReason" in before and "finishedOn" in before
     # reprocessJob.lua deletes finishedOn, processedOn and failedReason, and keeps atm, ats and stacktrace.
-    assert "failedReason" not in after and "finishedOn" not in after
-    assert after["atm"] == "3" and after["stacktrace"] == before["stacktrace"]
+    # On a busy machine the worker may have run the job again before Node read it back: then the
+    # re-run's own view below shows the same.
+    if node["after"]["state"] in ("waiting", "active"):
+        assert "failedReason" not in after and "finishedOn" not in after
+        assert after["atm"] == "3" and after["stacktrace"] == before["stacktrace"]
     assert rerun["attemptsMade"] == 3  # not reset: bull-board calls job.retry(state) without options
     assert rerun["attemptsStarted"] == 4
     assert rerun["stalledCounter"] == 0
@@ -129,10 +134,10 @@ async def test_a_node_retry_reaches_the_python_worker_with_its_counters_kept(pre
     assert (await assets.get(asset_id))["attempts"] == 3
 
 
-async def test_with_the_proposal_a_node_retry_downloads_the_failed_asset_again(prefix, queue, redis, start_worker):
+async def test_with_the_proposal_a_node_retry_downloads_the_failed_asset_again(prefix, queue, redis, bullmq_worker):
     assets = AssetTable(redis, prefix)
     processor = CacheProcessor(assets, failing_until(4), proposed=True)  # the origin is back at attempt 4
-    await start_worker(processor, name="interop-retry")
+    await bullmq_worker(processor, name="interop-retry")
     asset_id = str(uuid.uuid4())
     await _fail_for_good(queue, assets, asset_id)
 
@@ -145,10 +150,10 @@ async def test_with_the_proposal_a_node_retry_downloads_the_failed_asset_again(p
     assert asset["status"] == "CACHED" and asset["attempts"] == 4
 
 
-async def test_a_retry_that_fails_again_fails_the_job_after_one_attempt(prefix, queue, redis, start_worker):
+async def test_a_retry_that_fails_again_fails_the_job_after_one_attempt(prefix, queue, redis, bullmq_worker):
     assets = AssetTable(redis, prefix)
     processor = CacheProcessor(assets, failing_until(99), proposed=True)
-    await start_worker(processor, name="interop-retry")
+    await bullmq_worker(processor, name="interop-retry")
     asset_id = str(uuid.uuid4())
     await _fail_for_good(queue, assets, asset_id)
 
@@ -161,10 +166,10 @@ async def test_a_retry_that_fails_again_fails_the_job_after_one_attempt(prefix, 
     assert node["json"]["attemptsMade"] == 4 and node["json"]["failedReason"].startswith("GET http://origin.test")
 
 
-async def test_a_retry_with_reset_attempts_is_recognised_and_gets_all_attempts(prefix, queue, redis, start_worker):
+async def test_a_retry_with_reset_attempts_is_recognised_and_gets_all_attempts(prefix, queue, redis, bullmq_worker):
     assets = AssetTable(redis, prefix)
     processor = CacheProcessor(assets, failing_until(6), proposed=True)  # attempts 4 and 5 fail, 6 works
-    await start_worker(processor, name="interop-retry")
+    await bullmq_worker(processor, name="interop-retry")
     asset_id = str(uuid.uuid4())
     await _fail_for_good(queue, assets, asset_id)
 
@@ -177,7 +182,7 @@ async def test_a_retry_with_reset_attempts_is_recognised_and_gets_all_attempts(p
 
 
 async def test_a_new_job_added_after_the_failure_is_a_retry_but_one_queued_before_is_not(
-        prefix, queue, redis, start_worker):
+        prefix, queue, redis, bullmq_worker):
     assets = AssetTable(redis, prefix)
     processor = CacheProcessor(assets, failing_until(99), proposed=True)
     asset_id = str(uuid.uuid4())
@@ -186,7 +191,7 @@ async def test_a_new_job_added_after_the_failure_is_a_retry_but_one_queued_befor
     # A Node producer that leaves out jobId: two jobs for one asset, both waiting before it fails.
     first = (await run_node(prefix, "add", name=JOB_NAME, data=data, opts={"attempts": 1}))["id"]
     second = (await run_node(prefix, "add", name=JOB_NAME, data=data, opts={"attempts": 1}))["id"]
-    await start_worker(processor, name="interop-retry", concurrency=1)
+    await bullmq_worker(processor, name="interop-retry", concurrency=1)
     await wait_until(lambda: _state_is(queue, second, "completed"), what="the second job to finish")
     assert await queue.getJobState(first) == "failed"
     assert (await queue.getJob(second)).returnvalue == {"status": "skipped", "reason": "the asset is already FAILED"}
@@ -197,7 +202,7 @@ async def test_a_new_job_added_after_the_failure_is_a_retry_but_one_queued_befor
     assert (await assets.get(asset_id))["attempts"] == 2  # it downloaded again
 
 
-async def test_a_stalled_attempt_delivered_again_is_not_a_retry(prefix, queue, redis, start_worker):
+async def test_a_stalled_attempt_delivered_again_is_not_a_retry(prefix, queue, redis, bullmq_worker):
     """The worker writes FAILED to the database and dies before telling Redis: BullMQ delivers the
     attempt again (attemptsMade still 0, like a new job), and it must not download again."""
     assets = AssetTable(redis, prefix)
@@ -206,13 +211,14 @@ async def test_a_stalled_attempt_delivered_again_is_not_a_retry(prefix, queue, r
     await queue.add(JOB_NAME, {"cacheAssetId": asset_id, "url": "http://origin.test/a.jpg"},
                     {"jobId": asset_id, **OPTS})
     dying = await asyncio.create_subprocess_exec(
-        sys.executable, str(HERE / "dying_worker.py"), prefix, asset_id, cwd=HERE,
-        env={**os.environ, "PYTHONPATH": str(HERE)})
+        sys.executable, "-m", "tests.interop.dying_worker", prefix, asset_id, cwd=HERE.parent.parent,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent.parent),
+                                                                        os.environ.get("PYTHONPATH")]))})
     assert await asyncio.wait_for(dying.wait(), 20) == -signal.SIGKILL
     assert (await assets.get(asset_id))["status"] == "FAILED"
 
     processor = CacheProcessor(assets, failing_until(1), proposed=True)  # would succeed if it downloaded
-    await start_worker(processor, name="interop-retry", lockDuration=1000, stalledInterval=500)
+    await bullmq_worker(processor, name="interop-retry", lockDuration=1000, stalledInterval=500)
     await wait_until(lambda: _state_is(queue, asset_id, "completed"), 15, "the stalled job to be taken over")
 
     redelivery = processor.seen[-1]

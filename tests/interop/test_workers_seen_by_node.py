@@ -2,7 +2,7 @@
 
 Node `queue.getWorkers()` runs CLIENT LIST and keeps the clients named `<prefix>:<base64(queue)>`
 or `<prefix>:<base64(queue)>:w:<name>`; Python bullmq 3.4.4 names its connections
-`<prefix>:<queue>:w:<name>`. prototype.make_worker_visible_to_node renames the blocking connection.
+`<prefix>:<queue>:w:<name>`. mediacache.worker.node_names.make_worker_visible_to_node renames the blocking connection.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from prototype import make_worker_visible_to_node, node_worker_client_name
-from support import QUEUE, run_node, wait_until
+from mediacache.worker.node_names import make_worker_visible_to_node, node_worker_client_name
+from tests.interop.support import QUEUE, run_node, wait_until
 
 WORKER_NAME = "mediacache@interop-host:4242"
 
@@ -24,9 +24,9 @@ async def _names(redis: Any, prefix: str) -> list[str]:
     return sorted(c["name"] for c in await redis.client_list() if c["name"].startswith(f"{prefix}:"))
 
 
-async def test_today_node_lists_no_python_worker(prefix, queue, redis, start_worker):
+async def test_today_node_lists_no_python_worker(prefix, queue, redis, bullmq_worker):
     """Pins the bug: when this fails, python-bullmq names its connections as Node does."""
-    await start_worker(_noop, name=WORKER_NAME)
+    await bullmq_worker(_noop, name=WORKER_NAME)
     python_name = f"{prefix}:{QUEUE}:w:{WORKER_NAME}"
 
     async def named() -> bool:
@@ -40,8 +40,8 @@ async def test_today_node_lists_no_python_worker(prefix, queue, redis, start_wor
     assert len(await queue.get_workers()) == 2  # Python's own getWorkers does see it, twice
 
 
-async def test_with_the_fix_node_lists_the_python_worker_once(prefix, queue, redis, start_worker):
-    await start_worker(_noop, name=WORKER_NAME, before_run=make_worker_visible_to_node)
+async def test_with_the_fix_node_lists_the_python_worker_once(prefix, queue, redis, bullmq_worker):
+    await bullmq_worker(_noop, name=WORKER_NAME, before_run=make_worker_visible_to_node)
     node_name = node_worker_client_name(prefix, QUEUE, WORKER_NAME)
     assert node_name == f"{prefix}:bWVkaWEtY2FjaGU=:w:{WORKER_NAME}"
 
@@ -51,14 +51,14 @@ async def test_with_the_fix_node_lists_the_python_worker_once(prefix, queue, red
     assert [w["rawname"] for w in await queue.get_workers()] == [f"{prefix}:{QUEUE}:w:{WORKER_NAME}"]
 
 
-async def test_an_unnamed_worker_is_listed_too(prefix, redis, start_worker):
-    await start_worker(_noop, before_run=make_worker_visible_to_node)
+async def test_an_unnamed_worker_is_listed_too(prefix, redis, bullmq_worker):
+    await bullmq_worker(_noop, before_run=make_worker_visible_to_node)
     answer = await run_node(prefix, "workers")
     assert [w["rawname"] for w in answer["workers"]] == [f"{prefix}:bWVkaWEtY2FjaGU="]
 
 
-async def test_the_name_survives_a_reconnect(prefix, redis, start_worker):
-    await start_worker(_noop, name=WORKER_NAME, before_run=make_worker_visible_to_node, drainDelay=1)
+async def test_the_name_survives_a_reconnect(prefix, redis, bullmq_worker):
+    await bullmq_worker(_noop, name=WORKER_NAME, before_run=make_worker_visible_to_node, drainDelay=1)
     node_name = node_worker_client_name(prefix, QUEUE, WORKER_NAME)
     killed = [c["id"] for c in await redis.client_list() if c["name"].startswith(f"{prefix}:")]
     assert len(killed) == 2
@@ -73,8 +73,8 @@ async def test_the_name_survives_a_reconnect(prefix, redis, start_worker):
     assert [w["rawname"] for w in answer["workers"]] == [node_name]
 
 
-async def test_a_closed_worker_is_no_longer_listed(prefix, start_worker):
-    worker = await start_worker(_noop, name=WORKER_NAME, before_run=make_worker_visible_to_node)
+async def test_a_closed_worker_is_no_longer_listed(prefix, bullmq_worker):
+    worker = await bullmq_worker(_noop, name=WORKER_NAME, before_run=make_worker_visible_to_node)
     assert len((await run_node(prefix, "workers"))["workers"]) == 1
     await worker.close()
 
