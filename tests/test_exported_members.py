@@ -11,7 +11,8 @@ EXPECTED = {
     "AssetRecord", "BackfillReport", "BatchTooLargeError", "CacheStats", "CacheStatus", "CarouselRecord",
     "CleanupResult", "ConfigError", "DatabaseError", "ErrorKind", "FetchError", "GcReport", "ImageRecord",
     "ImageRef", "InvalidArgumentError", "InvalidURLError", "LegacyKeyProblem", "MediaCache", "MediaCacheError",
-    "NotMigratedError", "QueueOwnerMismatchError", "QueueStats", "QueueUnavailableError", "RecordNotFoundError", "ReconcileReport",
+    "NotMigratedError", "QueueOwnerMismatchError", "QueueStats", "QueueUnavailableError", "RecordNotFoundError",
+    "ReconcileReport",
     "SlideRecord", "StorageError", "StorageUnavailableError", "TikTokMedia", "TikTokPostPage", "TikTokPostRecord",
     "TikTokProfileRecord", "UnsafeKeyError", "__version__",
 }
