@@ -22,6 +22,7 @@ from mediacache.settings import Settings, load_settings
 from mediacache.worker import CacheWorker
 from tests.support.api import Api, running_api
 from tests.support.hostile_origin import HostileOrigin
+from tests.support.node import ensure_node_bullmq
 from tests.support.origin import Origin
 from tests.support.processes import PrivateRedis
 from tests.support.services import (
@@ -60,6 +61,12 @@ def origin() -> Iterator[Origin]:
     server = Origin().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def node_bullmq() -> None:
+    """Node BullMQ (tests/interop/node_modules), installed with `npm ci` if missing."""
+    ensure_node_bullmq()
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ EXPECTED = {
     "AssetRecord", "BackfillReport", "BatchTooLargeError", "CacheStats", "CacheStatus", "CarouselRecord",
     "CleanupResult", "ConfigError", "DatabaseError", "ErrorKind", "FetchError", "GcReport", "ImageRecord",
     "ImageRef", "InvalidArgumentError", "InvalidURLError", "LegacyKeyProblem", "MediaCache", "MediaCacheError",
-    "NotMigratedError", "QueueStats", "QueueUnavailableError", "RecordNotFoundError", "ReconcileReport",
-    "SlideRecord", "StorageError", "StorageUnavailableError", "TikTokMedia", "TikTokPostPage", "TikTokPostRecord",
+    "NotMigratedError", "QueueOwnerMismatchError", "QueueStats", "QueueUnavailableError", "RecordNotFoundError",
+    "ReconcileReport",
+    "SlideRecord", "StorageError", "SyncMediaCache", "StorageUnavailableError", "TikTokMedia", "TikTokPostPage", "TikTokPostRecord",
     "TikTokProfileRecord", "UnsafeKeyError", "WaitResult", "WebhookStats", "__version__",
 }
 # Raised only inside the worker and the HTTP service, never out of a public method.

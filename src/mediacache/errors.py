@@ -2,6 +2,7 @@
 
     MediaCacheError
     ├── ConfigError                 a setting is missing, malformed or inconsistent
+    │   └── QueueOwnerMismatchError the queue belongs to another database: give each its own queue
     ├── InvalidArgumentError        a call got an argument it cannot use (also a ValueError)
     │   └── BatchTooLargeError      more items in one call than it accepts
     ├── InvalidURLError             a URL refused before anything is written
@@ -33,6 +34,11 @@ class MediaCacheError(Exception):
 
 class ConfigError(MediaCacheError):
     """A setting is missing, malformed or inconsistent."""
+
+
+class QueueOwnerMismatchError(ConfigError):
+    """The queue on this Redis and key prefix was bound to another database: its jobs name assets
+    that this database does not have. Separate the deployments (MEDIACACHE_QUEUE_PREFIX, REDIS_DB)."""
 
 
 class InvalidArgumentError(MediaCacheError, ValueError):

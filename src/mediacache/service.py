@@ -15,8 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mediacache.apptables.backfill import DEFAULT_BATCH_ROWS
 from mediacache.apptables.service import AppTables
 from mediacache.broker.jobs import JobQueue
+from mediacache.broker.owner import DatabaseIdentity, Role, database_display_url
 from mediacache.db.columns import utcnow
 from mediacache.db.engine import create_engine
+from mediacache.db.instance import instance_id
 from mediacache.db.repository import AssetRepository
 from mediacache.db.schema import check_migrated
 from mediacache.domain import CacheStatus, parse_asset_id
@@ -76,6 +78,7 @@ class Backends:
         self._queue: JobQueue | None = None
         self._bus: EventBus | None = None
         self._watcher: AssetWatcher | None = None
+        self._identity: DatabaseIdentity | None = None
 
     @property
     def bus(self) -> EventBus:
@@ -95,8 +98,16 @@ class Backends:
     def queue(self) -> JobQueue:
         # Created on first use: resolving URLs or reading statistics needs no Redis.
         if self._queue is None:
-            self._queue = JobQueue(self.settings)
+            self._queue = JobQueue(self.settings, identity=self.database_identity)
         return self._queue
+
+    async def database_identity(self) -> DatabaseIdentity:
+        """This database's instance id and its URL without password (read once, then remembered)."""
+        if self._identity is None:
+            self._identity = DatabaseIdentity(
+                await instance_id(self.engine, self.settings.database_display),
+                database_display_url(self.settings.sqlalchemy_url))
+        return self._identity
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -149,6 +160,11 @@ class MediaCache:
         """Raises QueueUnavailableError unless Redis answers."""
         await self._backends.queue.ping()
 
+    async def bind_queue(self, role: Role = "producer") -> None:
+        """Refuses (QueueOwnerMismatchError) a queue that another database's deployment uses; at
+        first use, records this database as the queue's. Enqueueing does this by itself, once."""
+        await self._backends.queue.bind(role)
+
     async def ping_storage(self) -> None:
         """Raises StorageError unless the store answers (a HEAD of a key no object has)."""
         await self._backends.store.head("mediacache-readyz-probe")
@@ -163,7 +179,8 @@ class MediaCache:
         """Like cache_image for many URLs: one transaction, one addBulk, ids in input order.
 
         Every URL is checked before anything is written, so a bad one refuses the whole batch.
-        If Redis does not answer, the rows just written are deleted again and
+        The first call checks that the queue belongs to this database (QueueOwnerMismatchError
+        otherwise). If Redis does not answer, the rows just written are deleted again and
         QueueUnavailableError is raised: the caller gets an error, and no asset is left PENDING
         without a job.
         """
@@ -175,6 +192,9 @@ class MediaCache:
         items = [(uuid.uuid4(), u) for u in checked]
         if not items:
             return []
+        # Before anything is written: a queue of another deployment refuses, and no row is left
+        # PENDING without a job. Once per MediaCache; later calls skip it.
+        await self._backends.queue.ensure_bound()
         await self._backends.assets.insert_pending(items)
         try:
             if len(items) == 1:

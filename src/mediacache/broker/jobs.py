@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -13,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from mediacache.broker.owner import Binding, DatabaseIdentity, Role, claim_queue_owner
 from mediacache.errors import QueueUnavailableError
 from mediacache.records import QueueStats
 from mediacache.settings import Settings
@@ -26,6 +28,8 @@ KEEP_FAILED = {"age": 7 * 24 * 3600}
 # round trip after another would take seconds.
 _REMOVE_BATCH = 100
 _MAX_CONNECTIONS = 64
+
+log = logging.getLogger("mediacache.queue")
 
 
 def job_options(asset_id: uuid.UUID, settings: Settings) -> dict[str, Any]:
@@ -44,10 +48,17 @@ def job_data(asset_id: uuid.UUID, url: str) -> dict[str, str]:
 
 class JobQueue:
     """Adds and inspects cache-media jobs. Fails fast (QueueUnavailableError) when Redis is down,
-    so an enqueue never hangs in the caller's request."""
+    so an enqueue never hangs in the caller's request.
 
-    def __init__(self, settings: Settings) -> None:
+    With `identity` (this process's database), the first call that adds jobs binds the queue to
+    that database, or refuses with QueueOwnerMismatchError when it belongs to another one.
+    """
+
+    def __init__(self, settings: Settings,
+                 identity: Callable[[], Awaitable[DatabaseIdentity]] | None = None) -> None:
         self.settings = settings
+        self._identity = identity
+        self._bound = False
         conn = settings.redis_connection()
         conn["socket_timeout"] = 5.0
         # One quick retry covers a dropped idle connection; bullmq's own default (20 retries with
@@ -73,7 +84,33 @@ class JobQueue:
             f"Redis at {self.settings.redis_display} did not answer while {what} ({exc}){lost}. "
             "Check that Redis is running and REDIS_HOST/REDIS_PORT/REDIS_URL point at it")
 
+    async def bind(self, role: Role) -> Binding | None:
+        """Checks (and at first use records) that this queue belongs to this process's database.
+
+        Cached once it succeeded, so an enqueue pays for it once per process; None without identity.
+        """
+        if self._identity is None:
+            return None
+        identity = await self._identity()
+        try:
+            binding = await claim_queue_owner(
+                self._client, prefix=self.settings.queue_prefix, queue_name=QUEUE_NAME, identity=identity,
+                redis_display=self.settings.redis_display, redis_db=int(self.settings.redis_connection()["db"]),
+                role=role)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc, "reading which database the queue belongs to") from exc
+        if binding == "moved":
+            log.info("the queue %r now serves its database under the URL %s", QUEUE_NAME, identity.display)
+        self._bound = True
+        return binding
+
+    async def ensure_bound(self) -> None:
+        """`bind("producer")` unless this queue is bound already."""
+        if not self._bound and self._identity is not None:
+            await self.bind("producer")
+
     async def add(self, asset_id: uuid.UUID, url: str) -> None:
+        await self.ensure_bound()
         try:
             await self._queue.add(JOB_NAME, job_data(asset_id, url), job_options(asset_id, self.settings))
         except (RedisError, OSError) as exc:
@@ -82,6 +119,7 @@ class JobQueue:
     async def add_bulk(self, items: Sequence[tuple[uuid.UUID, str]]) -> None:
         if not items:
             return
+        await self.ensure_bound()
         jobs = [{"name": JOB_NAME, "data": job_data(i, u), "opts": job_options(i, self.settings)}
                 for i, u in items]
         try:
@@ -92,6 +130,7 @@ class JobQueue:
     async def requeue(self, items: Sequence[tuple[uuid.UUID, str]]) -> None:
         """Adds fresh jobs for assets whose old job may still sit in Redis (failed or completed):
         BullMQ ignores an add whose job id exists, so the old job is removed first."""
+        await self.ensure_bound()
         await self.remove([asset_id for asset_id, _ in items])
         await self.add_bulk(items)
 

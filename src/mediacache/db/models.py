@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Enum, Index, Integer, MetaData, SmallInteger, String, Text, Uuid
+from sqlalchemy import BigInteger, CheckConstraint, Enum, Index, Integer, MetaData, SmallInteger, String, Text, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mediacache.db.columns import UTCDateTime, utcnow
@@ -99,3 +99,16 @@ class WebhookOutbox(Base):
         Index("ix_webhook_outbox_next_attempt_at", "next_attempt_at"),
         Index("ix_webhook_outbox_dead_at", "dead_at"),
     )
+
+
+class MediacacheInstance(Base):
+    """The identity of this database: one row with a UUID made at first use (migration 0004), so a
+    queue can tell the database its jobs belong to from another one (see `broker.owner`)."""
+
+    __tablename__ = "mediacache_instance"
+
+    singleton: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    instance_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (CheckConstraint("singleton = 1", name="one_row"),)

@@ -236,6 +236,22 @@ class AssetRepository:
             row = (await conn.execute(select(_t.c.status, _t.c.lease_until).where(_t.c.id == asset_id))).first()
         return None if row is None else (CacheStatus(row.status), row.lease_until)
 
+    async def failed_at(self, asset_id: uuid.UUID) -> datetime | None:
+        """When a FAILED asset failed, or None when it is not FAILED.
+
+        `updated_at` is the time of the failure: on a FAILED asset only transitions write it.
+        """
+        stmt = select(_t.c.updated_at).where(_t.c.id == asset_id, _t.c.status == CacheStatus.FAILED.value)
+        async with self._tx(single_statement=True) as conn:
+            return cast(datetime | None, (await conn.execute(stmt)).scalar_one_or_none())
+
+    async def reopen_failed(self, asset_id: uuid.UUID) -> bool:
+        """FAILED -> PENDING for one asset, a retry asked for through the queue; `attempts` is kept."""
+        stmt = (update(_t).where(_t.c.id == asset_id, _t.c.status == CacheStatus.FAILED.value)
+                .values(status=CacheStatus.PENDING.value, error=None, error_kind=None, updated_at=utcnow()))
+        async with self._tx(single_statement=True) as conn:
+            return bool((await conn.execute(stmt)).rowcount)
+
     # ---- reads ---------------------------------------------------------------------------
 
     async def get(self, asset_id: uuid.UUID) -> AssetRecord | None:
@@ -283,12 +299,16 @@ class AssetRepository:
 
     # ---- maintenance ---------------------------------------------------------------------
 
-    async def stale_unsettled(self, cutoff: datetime, limit: int) -> list[tuple[uuid.UUID, str]]:
-        """PENDING or DOWNLOADING assets untouched since `cutoff` that no live lease holds."""
+    async def stale_unsettled(self, cutoff: datetime, limit: int, *,
+                              pending_cutoff: datetime | None = None) -> list[tuple[uuid.UUID, str]]:
+        """PENDING or DOWNLOADING assets untouched since `cutoff` (PENDING ones: since
+        `pending_cutoff`, when given) that no live lease holds."""
         now = utcnow()
+        pending_cutoff = cutoff if pending_cutoff is None else pending_cutoff
         stmt = (select(_t.c.id, _t.c.original_url)
-                .where(_t.c.status.in_([CacheStatus.PENDING.value, CacheStatus.DOWNLOADING.value]),
-                       _t.c.updated_at < cutoff, or_(_t.c.lease_until.is_(None), _t.c.lease_until < now))
+                .where(or_(and_(_t.c.status == CacheStatus.PENDING.value, _t.c.updated_at < pending_cutoff),
+                           and_(_t.c.status == CacheStatus.DOWNLOADING.value, _t.c.updated_at < cutoff)),
+                       or_(_t.c.lease_until.is_(None), _t.c.lease_until < now))
                 .order_by(_t.c.updated_at).limit(limit))
         async with self._tx(single_statement=True) as conn:
             return [(r.id, r.original_url) for r in (await conn.execute(stmt)).all()]

@@ -17,18 +17,25 @@ log = logging.getLogger("mediacache.maintenance.reconcile")
 
 _PAGE = 500
 _HEAD_CONCURRENCY = 16
+# A PENDING asset is written a moment before its job is added (cache_images, retry_failed): one
+# without a job for longer than this lost it, whatever `min_age_s` says.
+PENDING_GRACE_S = 5.0
 
 
 async def requeue_lost(assets: AssetRepository, queue: JobQueue, *, min_age_s: float = 60.0,
                        limit: int = 10_000) -> int:
     """Queues again every PENDING or DOWNLOADING asset whose job is gone or finished.
 
-    Such assets appear when Redis restarts without persistence, is flushed, evicts keys, or when
-    a job ended while the database could not record it. Only assets untouched for `min_age_s` and
-    held by no live lease are looked at, so work in flight is never doubled.
+    Such assets appear when Redis restarts without persistence, is flushed, evicts keys, when a
+    job ended while the database could not record it, or when another deployment's worker took
+    the job. DOWNLOADING assets are looked at once untouched for `min_age_s` and held by no live
+    lease, so work in flight is never doubled; PENDING ones (nothing works on them) once untouched
+    for PENDING_GRACE_S.
     """
-    cutoff = utcnow() - timedelta(seconds=min_age_s)
-    candidates = await assets.stale_unsettled(cutoff, limit)
+    now = utcnow()
+    cutoff = now - timedelta(seconds=min_age_s)
+    pending_cutoff = max(cutoff, now - timedelta(seconds=PENDING_GRACE_S))
+    candidates = await assets.stale_unsettled(cutoff, limit, pending_cutoff=pending_cutoff)
     requeued = 0
     for start in range(0, len(candidates), _PAGE):
         page = candidates[start:start + _PAGE]

@@ -19,6 +19,7 @@ from mediacache.fetching.fetch import Fetcher
 from mediacache.settings import Settings
 from mediacache.storage.base import ObjectStore
 from mediacache.storage.keys import asset_key
+from mediacache.worker.delivery import JobDelivery
 from mediacache.worker.metrics import download_attempt
 
 log = logging.getLogger("mediacache.worker")
@@ -43,9 +44,12 @@ class CacheJobHandler:
         self.store = store
         self.fetcher = fetcher
 
-    async def process(self, asset_id: uuid.UUID, *, final_attempt: bool) -> Outcome:
+    async def process(self, asset_id: uuid.UUID, *, final_attempt: bool,
+                      delivery: JobDelivery | None = None) -> Outcome:
         token = uuid.uuid4().hex
         claim = await self.repo.claim(asset_id, token, self.settings.lease_s)
+        if claim is None and delivery is not None:
+            claim = await self._reopen_if_asked(asset_id, delivery, token)
         if claim is None:
             return await self._not_claimed(asset_id)
         # Most downloads end long before a third of the lease: a timer is much cheaper than a task
@@ -63,9 +67,27 @@ class CacheJobHandler:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    async def _reopen_if_asked(self, asset_id: uuid.UUID, delivery: JobDelivery, token: str) -> Claim | None:
+        """A FAILED asset whose job was sent back to run again (bull-board's Retry, `job.retry()`,
+        `retryJobs`) or added anew after the failure: FAILED -> PENDING, as `retry_failed` does,
+        then the usual claim. A duplicate delivery of the failed attempt is left alone."""
+        failed_at = await self.repo.failed_at(asset_id)
+        if failed_at is None or not delivery.asks_retry_of_failed(int(failed_at.timestamp() * 1000)):
+            return None
+        # Conditional: when two deliveries race, one reopens and claims, the other finds it held.
+        if await self.repo.reopen_failed(asset_id):
+            log.info("asset %s: its job was run again after the asset failed; downloading it again", asset_id,
+                     extra={"asset_id": str(asset_id)})
+        return await self.repo.claim(asset_id, token, self.settings.lease_s)
+
     async def _not_claimed(self, asset_id: uuid.UUID) -> Outcome:
         found = await self.repo.status_of(asset_id)
         if found is None:
+            # Deleted by a cleanup, or (more worrying) a job of another deployment's database.
+            log.warning("job for asset %s: no such asset in the database %s; the job is skipped. If assets "
+                        "stay PENDING elsewhere, two deployments share this queue: give each its own "
+                        "MEDIACACHE_QUEUE_PREFIX or REDIS_DB", asset_id, self.repo.display_url,
+                        extra={"asset_id": str(asset_id)})
             return Outcome("skipped", "the asset no longer exists")
         status, lease_until = found
         if status in (CacheStatus.CACHED, CacheStatus.FAILED):

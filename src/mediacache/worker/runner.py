@@ -21,7 +21,10 @@ from mediacache.events.webhooks import WebhookDeliverer
 from mediacache.fetching.fetch import Fetcher
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
+from mediacache.worker.delivery import delivery_of
 from mediacache.worker.handler import CacheJobHandler
+from mediacache.worker.node_names import make_worker_visible_to_node
+from mediacache.worker.traces import use_short_stacktraces
 
 log = logging.getLogger("mediacache.worker")
 
@@ -51,6 +54,7 @@ class CacheWorker:
         await self.cache.check_migrated()
         await self.cache.backends.store.check_writable()
         await self.cache.ping_queue()
+        await self.cache.bind_queue("worker")
 
     async def start(self) -> None:
         await self.check()
@@ -69,6 +73,8 @@ class CacheWorker:
         })
         self._worker.on("failed", _on_failed)
         self._worker.on("error", _on_error)
+        # Python bullmq names connections in a way Node's getWorkers() (bull-board) never matches.
+        await make_worker_visible_to_node(self._worker)
         self._task = asyncio.create_task(self._worker.run(), name="bullmq-worker")
         if self.webhooks is not None:
             self._webhook_task = asyncio.create_task(self.webhooks.run(), name="webhook-delivery")
@@ -83,6 +89,7 @@ class CacheWorker:
                  self.settings.database_display, self.cache.backends.store.name)
 
     async def _process(self, job: Any, token: str) -> dict[str, Any]:
+        use_short_stacktraces(job)
         try:
             asset_id = uuid.UUID(str(job.data["cacheAssetId"]))
         except (KeyError, TypeError, ValueError) as exc:
@@ -92,7 +99,8 @@ class CacheWorker:
         if task is not None:
             self._running.add(task)
         try:
-            outcome = await self.handler.process(asset_id, final_attempt=final_attempt)
+            outcome = await self.handler.process(asset_id, final_attempt=final_attempt,
+                                                 delivery=delivery_of(job))
         except FinalFailureError as exc:
             self._announce(asset_id, CacheStatus.FAILED)
             raise UnrecoverableError(str(exc)) from exc
