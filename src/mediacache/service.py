@@ -16,7 +16,7 @@ from mediacache.apptables.backfill import DEFAULT_BATCH_ROWS
 from mediacache.apptables.service import AppTables
 from mediacache.broker.jobs import JobQueue
 from mediacache.db.engine import create_engine
-from mediacache.db.repository import AssetRepository
+from mediacache.db.repository import AssetRepository, Request
 from mediacache.db.schema import check_migrated
 from mediacache.db.types import utcnow
 from mediacache.domain import CacheStatus, parse_asset_id
@@ -27,8 +27,10 @@ from mediacache.errors import (
     QueueUnavailableError,
     StorageError,
 )
+from mediacache.fetching.expiry import expires_later
+from mediacache.fetching.source_key import source_key
 from mediacache.fetching.urls import validate_url
-from mediacache.maintenance import cleanup, orphans, reconcile
+from mediacache.maintenance import cleanup, orphans, reconcile, trim, usage
 from mediacache.records import (
     AssetRecord,
     BackfillReport,
@@ -42,6 +44,7 @@ from mediacache.records import (
     TikTokMedia,
     TikTokPostPage,
     TikTokPostRecord,
+    UsageReport,
 )
 from mediacache.settings import Settings, load_settings
 from mediacache.storage import ObjectStore, open_store
@@ -62,7 +65,7 @@ class Backends:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine: AsyncEngine = create_engine(settings.sqlalchemy_url)
-        self.assets = AssetRepository(self.engine, settings.database_display)
+        self.assets = AssetRepository(self.engine, settings.database_display, content_dedup=settings.dedup)
         self.store: ObjectStore = open_store(settings)
         self._queue: JobQueue | None = None
 
@@ -125,11 +128,19 @@ class MediaCache:
     # ---- enqueue -------------------------------------------------------------------------
 
     async def cache_image(self, url: str) -> uuid.UUID:
-        """Writes a PENDING asset, queues its download and returns its id at once."""
+        """Writes a PENDING asset, queues its download and returns its id at once; a URL whose
+        source key has a live asset returns that asset's id and writes nothing new (see cache_images)."""
         return (await self.cache_images([url]))[0]
 
     async def cache_images(self, urls: Sequence[str]) -> list[uuid.UUID]:
-        """Like cache_image for many URLs: one transaction, one addBulk, ids in input order.
+        """Like cache_image for many URLs: one insert, one addBulk, ids in input order.
+
+        Deduplication (MEDIACACHE_DEDUP, on by default): URLs with the same source key (the URL
+        without its signing parameters, see `fetching.source_key`) get the id of the live
+        (PENDING, DOWNLOADING or CACHED) asset that has it, here or in any other process, and
+        nothing new is queued for them; duplicates within the batch get the same id. A FAILED
+        asset is not reused: the next request for its URL makes a new asset, so a failure never
+        sticks to a URL (retry_failed revives the old one).
 
         Every URL is checked before anything is written, so a bad one refuses the whole batch.
         If Redis does not answer, the rows just written are deleted again and
@@ -141,10 +152,31 @@ class MediaCache:
         if len(urls) > MAX_BATCH:
             raise BatchTooLargeError("URLs", len(urls), MAX_BATCH)
         checked = [str(validate_url(u)) for u in urls]
-        items = [(uuid.uuid4(), u) for u in checked]
-        if not items:
+        if not checked:
             return []
-        await self._backends.assets.insert_pending(items)
+        if not self.settings.dedup:
+            items = [(uuid.uuid4(), u) for u in checked]
+            await self._backends.assets.insert_pending(items)
+            await self._queue_or_forget(items)
+            return [i for i, _ in items]
+        rules = self.settings.source_key_rules
+        keys = [source_key(u, rules) for u in checked]
+        # One request per source key; of several links to one file in the batch, the one that
+        # expires last is the one to download.
+        chosen: dict[str, str] = {}
+        for key, url in zip(keys, checked, strict=True):
+            best = chosen.get(key)
+            if best is None or expires_later(url, best):
+                chosen[key] = url
+        found, created = await self._backends.assets.insert_or_find(
+            [Request(uuid.uuid4(), url, key) for key, url in chosen.items()])
+        await self._queue_or_forget([(r.new_id, r.url) for r in created])
+        return [found[k] for k in keys]
+
+    async def _queue_or_forget(self, items: list[tuple[uuid.UUID, str]]) -> None:
+        """Queues the downloads of new assets; if Redis does not answer, deletes them again."""
+        if not items:
+            return
         try:
             if len(items) == 1:
                 await self._backends.queue.add(*items[0])
@@ -153,7 +185,6 @@ class MediaCache:
         except QueueUnavailableError:
             await self._forget([i for i, _ in items])
             raise
-        return [i for i, _ in items]
 
     async def _forget(self, ids: list[uuid.UUID]) -> None:
         try:
@@ -261,21 +292,37 @@ class MediaCache:
         return len(moved)
 
     async def cleanup(self, days: int = 30, include_referenced: bool = False) -> int:
-        """Deletes settled assets older than `days` days with their stored objects; returns how many.
+        """Deletes settled assets not requested for `days` days, with each stored object no other
+        asset shares; returns how many assets went.
 
         The short form of `cleanup_report`, which also says what was kept and why.
         """
         return (await self.cleanup_report(days, include_referenced)).removed
 
     async def cleanup_report(self, days: int = 30, include_referenced: bool = False) -> CleanupResult:
-        """Deletes settled assets older than `days` days: removed, kept because an application row
-        references them (unless `include_referenced`), and not cleaned because their object could
-        not be deleted (see `maintenance.cleanup`)."""
+        """Deletes settled assets not requested for `days` days (age counts from the last request,
+        so a URL asked for again is young again): removed, kept because an application row
+        references them (unless `include_referenced`), and objects that could not be deleted and
+        are left for gc (see `maintenance.cleanup`)."""
         if isinstance(days, bool) or not isinstance(days, int) or days < 0:
             raise InvalidArgumentError(f"cleanup(days={days!r}): days must be a whole number, 0 or more")
         return await cleanup.remove_settled(
             self._backends.assets, self._backends.store, self._backends.queue, days=days,
             referenced=None if include_referenced else self._apps.referenced)
+
+    async def trim(self, max_bytes: int) -> int:
+        """Removes the least recently requested assets that no application row references until
+        the stored objects (each counted once) take at most `max_bytes`; returns how many went.
+        Their ids then resolve to their original URLs, as after cleanup."""
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise InvalidArgumentError(f"trim(max_bytes={max_bytes!r}): max_bytes must be a whole number, 0 or more")
+        b = self._backends
+        return await trim.trim(b.assets, b.store, b.queue, max_bytes=max_bytes, referenced=self._apps.referenced)
+
+    async def usage(self, *, check_bucket: bool = False) -> UsageReport:
+        """Assets and bytes by status, content type, source host and age since the last request, and
+        what deduplication saved; with `check_bucket`, the store listed against the database."""
+        return await usage.usage(self._backends.assets, self._backends.store, check_bucket=check_bucket)
 
     async def reconcile(self, *, min_age_s: float = 60.0, check_objects: bool = False,
                         requeue_missing: bool = False) -> ReconcileReport:
