@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 
-from mediacache.domain import CacheStatus
 from mediacache.service import MediaCache
 from tests.support.origin import Origin
 from tests.support.services import SettingsFactory, WorkerFactory

@@ -46,6 +46,14 @@ async def remove_assets(assets: AssetRepository, store: ObjectStore, queue: JobQ
     removed, keys = await assets.delete_settled(ids)
     if pause is not None:
         await pause("rows_deleted")
+    not_deleted = await delete_unheld(assets, store, keys)
+    with contextlib.suppress(QueueUnavailableError):
+        await queue.remove(ids)
+    return Removed(removed, not_deleted)
+
+
+async def delete_unheld(assets: AssetRepository, store: ObjectStore, keys: set[str]) -> int:
+    """Deletes the objects among `keys` that no row holds; returns how many deletes failed."""
     still_held = await assets.keys_in_use(keys)
     not_deleted = 0
     for key in sorted(keys - still_held):
@@ -54,9 +62,7 @@ async def remove_assets(assets: AssetRepository, store: ObjectStore, queue: JobQ
         except StorageError as exc:
             log.warning("could not delete the object %s (mediacache gc removes it later): %s", key, exc)
             not_deleted += 1
-    with contextlib.suppress(QueueUnavailableError):
-        await queue.remove(ids)
-    return Removed(removed, not_deleted)
+    return not_deleted
 
 
 async def remove_settled(assets: AssetRepository, store: ObjectStore, queue: JobQueue, *, days: int,

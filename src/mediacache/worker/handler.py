@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,9 @@ class CacheJobHandler:
         self.repo = repo
         self.store = store
         self.fetcher = fetcher
+        # Called with "stored" between the upload and the database write; tests use it to force
+        # an interleaving with cleanup (content deduplication's race).
+        self.pause: Callable[[str], Awaitable[None]] | None = None
 
     async def process(self, asset_id: uuid.UUID, *, final_attempt: bool) -> Outcome:
         token = uuid.uuid4().hex
@@ -102,6 +105,8 @@ class CacheJobHandler:
                     final=False))
             raise
 
+        if self.pause is not None:
+            await self.pause("stored")
         try:
             stored = await self.repo.mark_cached(claim, cache_key=key, content_type=content_type,
                                                  size_bytes=size_bytes, sha256=digest.hexdigest())
