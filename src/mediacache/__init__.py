@@ -19,6 +19,7 @@ from mediacache.errors import (
 from mediacache.records import (
     AssetRecord,
     BackfillReport,
+    BucketCheck,
     CacheStats,
     CarouselRecord,
     CleanupResult,
@@ -33,6 +34,8 @@ from mediacache.records import (
     TikTokPostPage,
     TikTokPostRecord,
     TikTokProfileRecord,
+    UsageGroup,
+    UsageReport,
 )
 from mediacache.service import MediaCache
 
@@ -42,6 +45,7 @@ __all__ = [
     "AssetRecord",
     "BackfillReport",
     "BatchTooLargeError",
+    "BucketCheck",
     "CacheStats",
     "CacheStatus",
     "CarouselRecord",
@@ -71,5 +75,7 @@ __all__ = [
     "TikTokPostRecord",
     "TikTokProfileRecord",
     "UnsafeKeyError",
+    "UsageGroup",
+    "UsageReport",
     "__version__",
 ]

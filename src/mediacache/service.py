@@ -353,8 +353,14 @@ class MediaCache:
         return [(start, counts.get(start, 0)) for start in range(first, last + 1, bucket_s)]
 
     async def stored_bytes(self) -> int:
-        """The total size of the stored objects of CACHED assets."""
+        """The total size of the stored objects of CACHED assets, each shared object once."""
         return await self._backends.assets.stored_bytes()
+
+    async def dedup_savings(self) -> tuple[int, int]:
+        """(downloads avoided, bytes not stored) by deduplication: the dashboard's cheap headline;
+        `usage()` has the full report."""
+        avoided, logical = await self._backends.assets.dedup_savings()
+        return avoided, max(logical - await self._backends.assets.stored_bytes(), 0)
 
     # ---- the application tables (see `apptables.service`) --------------------------------
 

@@ -536,6 +536,14 @@ class AssetRepository:
         async with self._tx() as conn:
             return {int(b) * bucket_s: int(n) for b, n in (await conn.execute(stmt)).all()}
 
+    async def dedup_savings(self) -> tuple[int, int]:
+        """(repeat requests answered by an existing asset, bytes of CACHED assets counted per asset)."""
+        cached_size = func.sum(case((_t.c.status == CacheStatus.CACHED.value, _t.c.size_bytes), else_=0))
+        stmt = select(func.coalesce(func.sum(_t.c.requests - 1), 0), func.coalesce(cached_size, 0))
+        async with self._tx() as conn:
+            row = (await conn.execute(stmt)).one()
+        return int(row[0]), int(row[1])
+
     async def stored_bytes(self) -> int:
         """The total size of the objects of CACHED assets, each object counted once however many
         assets share it."""
