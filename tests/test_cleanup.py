@@ -1,10 +1,9 @@
-"""Cleanup when the store fails: the row stays (no row points nowhere) and the failure is counted."""
+"""Cleanup when the store fails: the rows go (no row points nowhere), the objects are counted and left for gc."""
 
 from __future__ import annotations
 
 import socket
 
-from mediacache.domain import CacheStatus
 from mediacache.service import MediaCache
 from tests.support.origin import Origin
 from tests.support.services import SettingsFactory, WorkerFactory
@@ -17,7 +16,7 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_a_failed_delete_keeps_the_row_and_is_reported(
+async def test_a_failed_object_delete_is_reported_and_left_for_gc(
         cache: MediaCache, start_worker: WorkerFactory, origin: Origin, make_settings: SettingsFactory) -> None:
     ids = await cache.cache_images([origin.url(f"/media/{i}.jpg?size=3000") for i in range(3)])
     await start_worker()
@@ -25,21 +24,27 @@ async def test_a_failed_delete_keeps_the_row_and_is_reported(
     async def cached() -> bool:
         return (await cache.cache_stats()).cached == 3
     await wait_until(cached, what="three cached assets")
+    keys = [rec.cache_key for rec in (await cache.get_assets(ids)).values()]
 
-    # The same database, but a store that cannot be reached: every delete fails.
+    # The same database, but a store that cannot be reached: every delete fails. Rows go first
+    # (objects may be shared, so an object's fate is judged once rows are gone), so the assets
+    # are removed and their objects are left behind as orphans, counted as not cleaned.
     unreachable = make_settings(storage="s3", s3_endpoint_url=f"http://127.0.0.1:{_closed_port()}",
                                 r2_access_key_id="k", r2_secret_access_key="s", r2_bucket_name="b")
     async with MediaCache(unreachable) as broken:
         report = await broken.cleanup_report(days=0)
-    assert (report.removed, report.not_cleaned) == (0, 3)
-    for asset_id in ids:
-        rec = await cache.get_asset(asset_id)
-        assert rec is not None and rec.status is CacheStatus.CACHED
-        assert await cache.backends.store.head(rec.cache_key or "") is not None
-
-    # Once the store answers, the same cleanup removes them, objects first.
-    assert await cache.cleanup(days=0) == 3
+    assert (report.removed, report.not_cleaned) == (3, 3)
     assert (await cache.cache_stats()).total == 0
+    for key in keys:
+        assert await cache.backends.store.head(key or "") is not None
+    for asset_id in ids:  # removed ids resolve to the original URL given
+        assert await cache.get_url(asset_id, "https://example.com/o.jpg") == "https://example.com/o.jpg"
+
+    # Once the store answers, gc removes what cleanup could not.
+    gc = await cache.collect_garbage(dry_run=False)
+    assert sorted(gc.orphan_objects) == sorted(keys) and gc.deleted_objects == 3
+    for key in keys:
+        assert await cache.backends.store.head(key or "") is None
 
 
 async def test_an_object_already_gone_is_not_an_error(

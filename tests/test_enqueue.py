@@ -54,11 +54,12 @@ async def test_cache_image_writes_pending_row_and_the_seed_job(cache: MediaCache
 async def test_cache_images_keeps_input_order_and_queues_all(cache: MediaCache) -> None:
     urls = [f"https://example.com/img/{i}.jpg" for i in range(120)] + ["https://example.com/img/0.jpg"]
     ids = await cache.cache_images(urls)
-    assert len(ids) == len(urls) == len(set(ids))
+    # The repeated URL is one asset (deduplication): the same id, one job.
+    assert len(ids) == len(urls) and len(set(ids)) == 120 and ids[-1] == ids[0]
     for asset_id, url in zip(ids, urls, strict=True):
         rec = await cache.get_asset(asset_id)
         assert rec is not None and rec.original_url == url
-    assert (await cache.queue_stats()).waiting == len(urls)
+    assert (await cache.queue_stats()).waiting == 120
     assert await cache.cache_images([]) == []
 
 

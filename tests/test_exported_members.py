@@ -8,13 +8,13 @@ import mediacache
 from mediacache import errors, records
 
 EXPECTED = {
-    "AssetRecord", "BackfillReport", "BatchTooLargeError", "CacheStats", "CacheStatus", "CarouselRecord",
-    "CleanupResult", "ConfigError", "DatabaseError", "ErrorKind", "FetchError", "GcReport", "ImageRecord",
-    "ImageRef", "InvalidArgumentError", "InvalidURLError", "LegacyKeyProblem", "MediaCache", "MediaCacheError",
-    "NotMigratedError", "QueueOwnerMismatchError", "QueueStats", "QueueUnavailableError", "RecordNotFoundError",
-    "ReconcileReport",
-    "SlideRecord", "StorageError", "SyncMediaCache", "StorageUnavailableError", "TikTokMedia", "TikTokPostPage", "TikTokPostRecord",
-    "TikTokProfileRecord", "UnsafeKeyError", "WaitResult", "WebhookStats", "__version__",
+    "AssetRecord", "BackfillReport", "BatchTooLargeError", "BucketCheck", "CacheStats", "CacheStatus",
+    "CarouselRecord", "CleanupResult", "ConfigError", "DatabaseError", "ErrorKind", "FetchError", "GcReport",
+    "ImageRecord", "ImageRef", "InvalidArgumentError", "InvalidURLError", "LegacyKeyProblem", "MediaCache",
+    "MediaCacheError", "NotMigratedError", "QueueOwnerMismatchError", "QueueStats", "QueueUnavailableError",
+    "ReconcileReport", "RecordNotFoundError", "SlideRecord", "StorageError", "StorageUnavailableError",
+    "SyncMediaCache", "TikTokMedia", "TikTokPostPage", "TikTokPostRecord", "TikTokProfileRecord", "UnsafeKeyError",
+    "UsageGroup", "UsageReport", "WaitResult", "WebhookStats", "__version__",
 }
 # Raised only inside the worker and the HTTP service, never out of a public method.
 INTERNAL_ERRORS = {"FinalFailureError", "LeaseHeldError", "RangeNotSatisfiableError"}

@@ -20,6 +20,7 @@ from mediacache.errors import (
 from mediacache.records import (
     AssetRecord,
     BackfillReport,
+    BucketCheck,
     CacheStats,
     CarouselRecord,
     CleanupResult,
@@ -34,6 +35,8 @@ from mediacache.records import (
     TikTokPostPage,
     TikTokPostRecord,
     TikTokProfileRecord,
+    UsageGroup,
+    UsageReport,
     WaitResult,
     WebhookStats,
 )
@@ -46,6 +49,7 @@ __all__ = [
     "AssetRecord",
     "BackfillReport",
     "BatchTooLargeError",
+    "BucketCheck",
     "CacheStats",
     "CacheStatus",
     "CarouselRecord",
@@ -77,6 +81,8 @@ __all__ = [
     "TikTokPostRecord",
     "TikTokProfileRecord",
     "UnsafeKeyError",
+    "UsageGroup",
+    "UsageReport",
     "WaitResult",
     "WebhookStats",
     "__version__",

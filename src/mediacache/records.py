@@ -49,6 +49,11 @@ class AssetRecord(_MappingRecord):
     created_at: datetime
     updated_at: datetime
     cached_at: datetime | None
+    # The URL without its signing parameters (None with MEDIACACHE_DEDUP=off); when the asset was
+    # last asked for, and how many times (each repeat was a download deduplication saved).
+    source_key: str | None = None
+    last_requested_at: datetime | None = None
+    requests: int = 1
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,47 @@ class GcReport(_MappingRecord):
     deleted_objects: int = 0
     dangling_rows: list[tuple[str, str]] = field(default_factory=list)
     stale_temporary_files: int = 0
+
+
+@dataclass(frozen=True)
+class UsageGroup(_MappingRecord):
+    """Assets and their bytes (as if each had its own copy) in one group of a usage report."""
+
+    assets: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class BucketCheck(_MappingRecord):
+    """The store listed against the database: objects no asset owns, assets whose object is missing."""
+
+    orphan_objects: int = 0
+    orphan_bytes: int = 0
+    missing_objects: int = 0
+    missing_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class UsageReport(_MappingRecord):
+    """What `usage()` reports: assets and bytes by status, content type, source host and age since
+    the last request, and what deduplication saved.
+
+    `stored_bytes` counts each stored object once; `logical_bytes` counts it once per CACHED asset,
+    so `bytes_not_stored` (their difference) is what content deduplication saved. `downloads_avoided`
+    counts the requests that an existing asset answered (URL deduplication).
+    """
+
+    assets: int
+    stored_objects: int
+    stored_bytes: int
+    logical_bytes: int
+    downloads_avoided: int
+    bytes_not_stored: int
+    by_status: dict[str, UsageGroup] = field(default_factory=dict)
+    by_content_type: dict[str, UsageGroup] = field(default_factory=dict)
+    by_host: dict[str, UsageGroup] = field(default_factory=dict)
+    by_age: dict[str, UsageGroup] = field(default_factory=dict)
+    bucket: BucketCheck | None = None
 
 
 # ---- the application tables ---------------------------------------------------------------

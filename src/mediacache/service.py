@@ -19,7 +19,7 @@ from mediacache.broker.owner import DatabaseIdentity, Role, database_display_url
 from mediacache.db.columns import utcnow
 from mediacache.db.engine import create_engine
 from mediacache.db.instance import instance_id
-from mediacache.db.repository import AssetRepository
+from mediacache.db.repository import AssetRepository, Request
 from mediacache.db.schema import check_migrated
 from mediacache.domain import CacheStatus, parse_asset_id
 from mediacache.errors import (
@@ -33,8 +33,10 @@ from mediacache.errors import (
 from mediacache.events.bus import EventBus
 from mediacache.events.outbox import OutboxRepository
 from mediacache.events.waiting import AssetWatcher
+from mediacache.fetching.expiry import expires_later
+from mediacache.fetching.source_key import source_key
 from mediacache.fetching.urls import validate_url
-from mediacache.maintenance import cleanup, orphans, reconcile
+from mediacache.maintenance import cleanup, orphans, reconcile, trim, usage
 from mediacache.records import (
     AssetRecord,
     BackfillReport,
@@ -48,6 +50,7 @@ from mediacache.records import (
     TikTokMedia,
     TikTokPostPage,
     TikTokPostRecord,
+    UsageReport,
     WaitResult,
     WebhookStats,
 )
@@ -72,7 +75,8 @@ class Backends:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine: AsyncEngine = create_engine(settings.sqlalchemy_url)
-        self.assets = AssetRepository(self.engine, settings.database_display, settings.webhook_url_list)
+        self.assets = AssetRepository(self.engine, settings.database_display, settings.webhook_url_list,
+                                      content_dedup=settings.dedup)
         self.outbox = OutboxRepository(self.engine, settings.database_display)
         self.store: ObjectStore = open_store(settings)
         self._queue: JobQueue | None = None
@@ -172,11 +176,19 @@ class MediaCache:
     # ---- enqueue -------------------------------------------------------------------------
 
     async def cache_image(self, url: str) -> uuid.UUID:
-        """Writes a PENDING asset, queues its download and returns its id at once."""
+        """Writes a PENDING asset, queues its download and returns its id at once; a URL whose
+        source key has a live asset returns that asset's id and writes nothing new (see cache_images)."""
         return (await self.cache_images([url]))[0]
 
     async def cache_images(self, urls: Sequence[str]) -> list[uuid.UUID]:
-        """Like cache_image for many URLs: one transaction, one addBulk, ids in input order.
+        """Like cache_image for many URLs: one insert, one addBulk, ids in input order.
+
+        Deduplication (MEDIACACHE_DEDUP, on by default): URLs with the same source key (the URL
+        without its signing parameters, see `fetching.source_key`) get the id of the live
+        (PENDING, DOWNLOADING or CACHED) asset that has it, here or in any other process, and
+        nothing new is queued for them; duplicates within the batch get the same id. A FAILED
+        asset is not reused: the next request for its URL makes a new asset, so a failure never
+        sticks to a URL (retry_failed revives the old one).
 
         Every URL is checked before anything is written, so a bad one refuses the whole batch.
         The first call checks that the queue belongs to this database (QueueOwnerMismatchError
@@ -189,13 +201,34 @@ class MediaCache:
         if len(urls) > MAX_BATCH:
             raise BatchTooLargeError("URLs", len(urls), MAX_BATCH)
         checked = [str(validate_url(u)) for u in urls]
-        items = [(uuid.uuid4(), u) for u in checked]
-        if not items:
+        if not checked:
             return []
         # Before anything is written: a queue of another deployment refuses, and no row is left
         # PENDING without a job. Once per MediaCache; later calls skip it.
         await self._backends.queue.ensure_bound()
-        await self._backends.assets.insert_pending(items)
+        if not self.settings.dedup:
+            items = [(uuid.uuid4(), u) for u in checked]
+            await self._backends.assets.insert_pending(items)
+            await self._queue_or_forget(items)
+            return [i for i, _ in items]
+        rules = self.settings.source_key_rules
+        keys = [source_key(u, rules) for u in checked]
+        # One request per source key; of several links to one file in the batch, the one that
+        # expires last is the one to download.
+        chosen: dict[str, str] = {}
+        for key, url in zip(keys, checked, strict=True):
+            best = chosen.get(key)
+            if best is None or expires_later(url, best):
+                chosen[key] = url
+        found, created = await self._backends.assets.insert_or_find(
+            [Request(uuid.uuid4(), url, key) for key, url in chosen.items()])
+        await self._queue_or_forget([(r.new_id, r.url) for r in created])
+        return [found[k] for k in keys]
+
+    async def _queue_or_forget(self, items: list[tuple[uuid.UUID, str]]) -> None:
+        """Queues the downloads of new assets; if Redis does not answer, deletes them again."""
+        if not items:
+            return
         try:
             if len(items) == 1:
                 await self._backends.queue.add(*items[0])
@@ -204,7 +237,6 @@ class MediaCache:
         except QueueUnavailableError:
             await self._forget([i for i, _ in items])
             raise
-        return [i for i, _ in items]
 
     async def _forget(self, ids: list[uuid.UUID]) -> None:
         try:
@@ -363,7 +395,8 @@ class MediaCache:
         return retried
 
     async def cleanup(self, days: int = 30, include_referenced: bool = False) -> int:
-        """Deletes settled assets older than `days` days with their stored objects; returns how many.
+        """Deletes settled assets not requested for `days` days, with each stored object no other
+        asset shares; returns how many assets went.
 
         The short form of `cleanup_report`, which also says what was kept and why.
         """
@@ -371,14 +404,29 @@ class MediaCache:
 
     async def cleanup_report(self, days: int = 30, include_referenced: bool = False, *,
                              on_progress: Callable[[int], None] | None = None) -> CleanupResult:
-        """Deletes settled assets older than `days` days: removed, kept because an application row
-        references them (unless `include_referenced`), and not cleaned because their object could
-        not be deleted (see `maintenance.cleanup`)."""
+        """Deletes settled assets not requested for `days` days (age counts from the last request,
+        so a URL asked for again is young again): removed, kept because an application row
+        references them (unless `include_referenced`), and objects that could not be deleted and
+        are left for gc (see `maintenance.cleanup`)."""
         if isinstance(days, bool) or not isinstance(days, int) or days < 0:
             raise InvalidArgumentError(f"cleanup(days={days!r}): days must be a whole number, 0 or more")
         return await cleanup.remove_settled(
             self._backends.assets, self._backends.store, self._backends.queue, days=days,
             referenced=None if include_referenced else self._apps.referenced, on_progress=on_progress)
+
+    async def trim(self, max_bytes: int) -> int:
+        """Removes the least recently requested assets that no application row references until
+        the stored objects (each counted once) take at most `max_bytes`; returns how many went.
+        Their ids then resolve to their original URLs, as after cleanup."""
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise InvalidArgumentError(f"trim(max_bytes={max_bytes!r}): max_bytes must be a whole number, 0 or more")
+        b = self._backends
+        return await trim.trim(b.assets, b.store, b.queue, max_bytes=max_bytes, referenced=self._apps.referenced)
+
+    async def usage(self, *, check_bucket: bool = False) -> UsageReport:
+        """Assets and bytes by status, content type, source host and age since the last request, and
+        what deduplication saved; with `check_bucket`, the store listed against the database."""
+        return await usage.usage(self._backends.assets, self._backends.store, check_bucket=check_bucket)
 
     async def reconcile(self, *, min_age_s: float = 60.0, check_objects: bool = False,
                         requeue_missing: bool = False) -> ReconcileReport:
@@ -413,8 +461,14 @@ class MediaCache:
         return await self._backends.outbox.counts()
 
     async def stored_bytes(self) -> int:
-        """The total size of the stored objects of CACHED assets."""
+        """The total size of the stored objects of CACHED assets, each shared object once."""
         return await self._backends.assets.stored_bytes()
+
+    async def dedup_savings(self) -> tuple[int, int]:
+        """(downloads avoided, bytes not stored) by deduplication: the dashboard's cheap headline;
+        `usage()` has the full report."""
+        avoided, logical = await self._backends.assets.dedup_savings()
+        return avoided, max(logical - await self._backends.assets.stored_bytes(), 0)
 
     # ---- the application tables (see `apptables.service`) --------------------------------
 

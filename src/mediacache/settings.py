@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mediacache.errors import ConfigError
+from mediacache.fetching.source_key import SourceKeyRules
 from mediacache.secret_urls import check_url_syntax, mask_url
 
 MAX_PRESIGN_TTL_S = 7 * 24 * 3600  # S3 SigV4 refuses presigned URLs valid for longer
@@ -63,6 +64,10 @@ class Settings(BaseSettings):
     download_deadline_s: float = _var("MEDIACACHE_DOWNLOAD_DEADLINE_S", 300.0, gt=0)
     max_bytes: int = _var("MEDIACACHE_MAX_BYTES", 512 * 1024 * 1024, gt=0)
     allowed_types: str = _var("MEDIACACHE_ALLOWED_TYPES", "image/*,video/*,audio/*")
+
+    # Deduplication: one asset per source key (the URL without its signing parameters).
+    dedup: bool = _var("MEDIACACHE_DEDUP", True)
+    dedup_ignore_params: str = _var("MEDIACACHE_DEDUP_IGNORE_PARAMS", "")
 
     # Worker.
     concurrency: int = _var("MEDIACACHE_CONCURRENCY", 16, ge=1, le=1000)
@@ -180,6 +185,10 @@ class Settings(BaseSettings):
     @property
     def allowed_type_list(self) -> list[str]:
         return [part.strip().lower() for part in self.allowed_types.split(",") if part.strip()]
+
+    @cached_property
+    def source_key_rules(self) -> SourceKeyRules:
+        return SourceKeyRules.parse(self.dedup_ignore_params)
 
     def check(self) -> Settings:
         """Cross-field checks; raises ConfigError naming the variable, the value and the fix."""

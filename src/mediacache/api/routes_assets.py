@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ from mediacache.api.schemas import (
     ResolveResponse,
     RetriedResponse,
     StatsResponse,
+    UsageResponse,
 )
 from mediacache.domain import CacheStatus
 
@@ -61,6 +63,13 @@ async def cleanup(body: CleanupRequest, cache: CacheDep) -> CleanupResponse:
     """Deletes CACHED and FAILED assets older than `days` days, with their stored objects; assets that
     application rows reference are kept unless `include_referenced`."""
     return CleanupResponse(removed=await cache.cleanup(body.days, include_referenced=body.include_referenced))
+
+
+@router.get("/usage", response_model=UsageResponse, dependencies=READ, responses=_ERRORS)
+async def usage(cache: CacheDep, check_bucket: bool = False) -> UsageResponse:
+    """Assets and bytes by status, content type, source host and age, and what deduplication saved;
+    with `check_bucket=true` the store is listed too (slow on big buckets)."""
+    return UsageResponse.model_validate(dataclasses.asdict(await cache.usage(check_bucket=check_bucket)))
 
 
 # `:uuid` so that GET /api/assets/batch (and the other POST-only paths) match no GET route and

@@ -65,11 +65,14 @@ async def dashboard_data(cache: MediaCache, *, details: bool) -> DashboardRespon
             return None
         return WebhookStatsBody(**(await cache.webhook_stats()).as_dict())
 
-    (queue_stats, queue_error), stats, stored, failures, throughput, hooks = await asyncio.gather(
-        queue(), cache.cache_stats(), cache.stored_bytes(), cache.recent_failures(FAILURES_SHOWN),
-        cache.throughput(THROUGHPUT_WINDOW_S, THROUGHPUT_BUCKET_S), webhooks())
+    hooks_task = asyncio.ensure_future(webhooks())
+    (queue_stats, queue_error), stats, stored, (avoided, not_stored), failures, throughput = await asyncio.gather(
+        queue(), cache.cache_stats(), cache.stored_bytes(), cache.dedup_savings(),
+        cache.recent_failures(FAILURES_SHOWN), cache.throughput(THROUGHPUT_WINDOW_S, THROUGHPUT_BUCKET_S))
+    hooks = await hooks_task
     return DashboardResponse(
         queue=queue_stats, queue_error=queue_error, cache=CacheStatsBody(**stats.as_dict()), stored_bytes=stored,
+        downloads_avoided=avoided, bytes_not_stored=not_stored,
         failures=[FailureBody(id=f.id, original_url=f.original_url, error_kind=f.error_kind, error=f.error,
                               attempts=f.attempts, failed_at=f.updated_at) for f in failures],
         throughput_bucket_s=THROUGHPUT_BUCKET_S, throughput=throughput, webhooks=hooks)

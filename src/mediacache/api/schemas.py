@@ -74,6 +74,8 @@ class AssetResponse(BaseModel):
     created_at: datetime
     updated_at: datetime
     cached_at: datetime | None
+    last_requested_at: datetime | None = None
+    requests: int = 1
 
 
 class ResolveRequest(_Strict):
@@ -162,10 +164,40 @@ class DashboardResponse(BaseModel):
     queue_error: str | None
     cache: CacheStatsBody
     stored_bytes: int
+    downloads_avoided: int = Field(default=0, description="requests an existing asset answered (deduplication)")
+    bytes_not_stored: int = Field(default=0, description="bytes that shared objects saved (deduplication)")
     failures: list[FailureBody]
     throughput_bucket_s: int
     throughput: list[tuple[int, int]] = Field(description="(bucket start in unix seconds, assets cached)")
     webhooks: WebhookStatsBody | None = Field(None, description="null when no MEDIACACHE_WEBHOOK_URL is set")
+
+
+class UsageGroupBody(BaseModel):
+    assets: int
+    bytes: int
+
+
+class BucketCheckBody(BaseModel):
+    orphan_objects: int
+    orphan_bytes: int
+    missing_objects: int
+    missing_bytes: int
+
+
+class UsageResponse(BaseModel):
+    """See `mediacache.records.UsageReport`."""
+
+    assets: int
+    stored_objects: int
+    stored_bytes: int
+    logical_bytes: int
+    downloads_avoided: int
+    bytes_not_stored: int
+    by_status: dict[str, UsageGroupBody]
+    by_content_type: dict[str, UsageGroupBody]
+    by_host: dict[str, UsageGroupBody]
+    by_age: dict[str, UsageGroupBody] = Field(description="by time since the last request: 0-1d, 1-7d, 7-30d, older")
+    bucket: BucketCheckBody | None = Field(description="null unless check_bucket=true")
 
 
 class ErrorResponse(BaseModel):

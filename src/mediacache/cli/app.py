@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import signal
@@ -20,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from mediacache.cli.logs import LogFormat, error_line, setup_logging
+from mediacache.cli.sizes import parse_size
 from mediacache.domain import CacheStatus, parse_asset_id
 from mediacache.errors import InvalidArgumentError, MediaCacheError
 from mediacache.settings import Settings, load_settings
@@ -299,7 +301,55 @@ def cleanup(
         out.print(f"kept {report['kept_referenced']} that application rows reference "
                   "(remove them too with --include-referenced)")
     if report["not_cleaned"]:
-        out.print(f"kept {report['not_cleaned']} whose stored object could not be deleted (see the log)")
+        out.print(f"{report['not_cleaned']} objects could not be deleted (see the log); "
+                  "mediacache gc removes them once the store answers")
+
+
+@app.command()
+def trim(max_bytes: Annotated[str, typer.Option("--max-bytes", help="The budget: 50GiB, 500MB, 1024")]) -> None:
+    """Removes the least recently requested unreferenced assets until the stored objects fit the budget."""
+    try:
+        budget = parse_size(max_bytes)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-bytes") from exc
+
+    async def main() -> tuple[int, int]:
+        from mediacache.service import MediaCache
+
+        async with MediaCache(_settings()) as mc:
+            removed = await mc.trim(budget)
+            return removed, await mc.stored_bytes()
+    removed, stored = _run(main)
+    out.print(f"removed {removed} assets; {stored} bytes stored (budget {budget})")
+
+
+@app.command()
+def usage(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object")] = False,
+    check_bucket: Annotated[bool, typer.Option(
+        "--check-bucket", help="Also list the store: objects no asset owns, assets whose object is missing")] = False,
+) -> None:
+    """Assets and bytes by status, content type, source host and age, and what deduplication saved."""
+    async def main() -> dict[str, Any]:
+        from mediacache.service import MediaCache
+
+        async with MediaCache(_settings()) as mc:
+            return dataclasses.asdict(await mc.usage(check_bucket=check_bucket))
+    report = _run(main)
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    out.print(f"{report['assets']} assets; {report['stored_objects']} objects, {report['stored_bytes']} bytes stored")
+    out.print(f"deduplication: {report['downloads_avoided']} downloads avoided, "
+              f"{report['bytes_not_stored']} bytes not stored")
+    for title, name in (("status", "by_status"), ("content type", "by_content_type"), ("host", "by_host"),
+                        ("age since the last request", "by_age")):
+        out.print(f"by {title}: " + ", ".join(f"{k} {g['assets']} ({g['bytes']} B)" for k, g in report[name].items()),
+                  soft_wrap=True, highlight=False, markup=False)
+    bucket = report["bucket"]
+    if bucket is not None:
+        out.print(f"bucket: {bucket['orphan_objects']} objects no asset owns ({bucket['orphan_bytes']} bytes), "
+                  f"{bucket['missing_objects']} assets whose object is missing ({bucket['missing_bytes']} bytes)")
 
 
 @contextmanager

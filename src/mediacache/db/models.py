@@ -5,7 +5,19 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Enum, Index, Integer, MetaData, SmallInteger, String, Text, Uuid
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Enum,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mediacache.db.columns import UTCDateTime, utcnow
@@ -18,6 +30,11 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# The statuses of a live asset, as literal SQL: the predicate of the partial unique index on
+# source_key, which ON CONFLICT must repeat word for word (see migration 0004).
+LIVE_PREDICATE = "status IN ('PENDING', 'DOWNLOADING', 'CACHED')"
 
 
 class Base(DeclarativeBase):
@@ -47,12 +64,23 @@ class CacheAsset(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     cached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The URL without its signing parameters (fetching.source_key); NULL with MEDIACACHE_DEDUP=off.
+    source_key: Mapped[str | None] = mapped_column(Text)
+    # When the asset was last asked for, and how often: cleanup and trim go by the former, the
+    # usage report counts the downloads deduplication saved from the latter.
+    last_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
+    requests: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
 
     __table_args__ = (
         Index("ix_cache_assets_status", "status"),
         Index("ix_cache_assets_created_at", "created_at"),
         Index("ix_cache_assets_status_updated_at", "status", "updated_at"),
         Index("ix_cache_assets_cached_at", "cached_at"),
+        Index("uq_cache_assets_source_key_live", "source_key", unique=True,
+              postgresql_where=text(LIVE_PREDICATE), sqlite_where=text(LIVE_PREDICATE)),
+        Index("ix_cache_assets_last_requested_at", "last_requested_at", "id"),
+        Index("ix_cache_assets_cache_key", "cache_key"),
+        Index("ix_cache_assets_sha256", "sha256"),
     )
 
 

@@ -11,12 +11,14 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Select,
     Table,
     Text,
     Uuid,
     and_,
     any_,
     bindparam,
+    case,
     delete,
     extract,
     func,
@@ -25,19 +27,23 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     true,
     tuple_,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from mediacache.db.columns import UTCDateTime, utcnow
-from mediacache.db.models import CacheAsset, CacheAssetCount, WebhookOutbox
+from mediacache.db.models import LIVE_PREDICATE, CacheAsset, CacheAssetCount, WebhookOutbox
 from mediacache.db.transaction import transaction
 from mediacache.domain import TRANSITIONS, CacheStatus
+from mediacache.errors import DatabaseError
 from mediacache.events.payload import Event, asset_event
+from mediacache.fetching.expiry import expires_later
 from mediacache.records import AssetRecord
 
 _t = cast(Table, CacheAsset.__table__)
@@ -84,14 +90,49 @@ _CLAIM = (
             lease_until=bindparam("b_until", type_=UTCDateTime()), updated_at=_NOW)
     .returning(_t.c.original_url, _t.c.attempts, _t.c.created_at)
 )
-_MARK_CACHED = (
-    update(_t)
-    .where(_t.c.id == bindparam("b_id"), _t.c.lease_token == bindparam("b_token"),
-           _status_in(*TRANSITIONS[CacheStatus.CACHED]))
-    .values(status=CacheStatus.CACHED.value, cache_key=bindparam("b_key"), content_type=bindparam("b_type"),
-            size_bytes=bindparam("b_size"), sha256=bindparam("b_sha256"), error=None, error_kind=None,
-            lease_token=None, lease_until=None, cached_at=_NOW, updated_at=_NOW)
-)
+def _mark_cached_statement(dialect: str, *, share: bool) -> Any:
+    """DOWNLOADING -> CACHED under the caller's lease, returning the key the asset now points at.
+
+    With `share`, an already stored object with the same sha256 and size is taken instead of the
+    new copy, in this same statement. On PostgreSQL the object's holder row is locked FOR SHARE:
+    a cleanup deleting that row either waits until this statement has committed (and then sees
+    this asset still holding the key, so it keeps the object), or has deleted it already (the
+    locked read skips a deleted row and the asset keeps its own copy). SQLite runs writers one at
+    a time, so the statement sees the holder either before or after the delete, never in between.
+    Either way no CACHED asset ends up pointing at an object that cleanup deletes.
+    """
+    key: Any = bindparam("b_key")
+    if share:
+        holder = _t.alias("holder")
+        found = (select(holder.c.cache_key)
+                 .where(holder.c.sha256 == bindparam("b_sha256"), holder.c.size_bytes == bindparam("b_size"),
+                        holder.c.status == CacheStatus.CACHED.value, holder.c.id != bindparam("b_id"),
+                        holder.c.cache_key.is_not(None))
+                 .limit(1))
+        if dialect == "postgresql":
+            found = found.with_for_update(read=True)
+        key = func.coalesce(found.scalar_subquery(), key)
+    return (
+        update(_t)
+        .where(_t.c.id == bindparam("b_id"), _t.c.lease_token == bindparam("b_token"),
+               _status_in(*TRANSITIONS[CacheStatus.CACHED]))
+        .values(status=CacheStatus.CACHED.value, cache_key=key, content_type=bindparam("b_type"),
+                size_bytes=bindparam("b_size"), sha256=bindparam("b_sha256"), error=None, error_kind=None,
+                lease_token=None, lease_until=None, cached_at=_NOW, updated_at=_NOW)
+        .returning(_t.c.cache_key)
+    )
+
+
+_LIVE = text(LIVE_PREDICATE)
+_LIVE_STATUSES = (CacheStatus.PENDING, CacheStatus.DOWNLOADING, CacheStatus.CACHED)
+# A request that lands on an existing asset: it is as young as this request, and one more
+# download was saved. Built for one key (the common cache_image) and for many.
+_HIT_VALUES = {"requests": _t.c.requests + 1, "last_requested_at": _NOW}
+_HIT_ONE = (update(_t).where(_t.c.source_key == bindparam("b_key"), _status_in(*_LIVE_STATUSES))
+            .values(**_HIT_VALUES).returning(_t.c.id, _t.c.source_key, _t.c.status, _t.c.original_url))
+# How many rounds of insert-or-find before giving up: a round fails only when the live asset
+# found by the insert settled as FAILED or was cleaned up before the next statement.
+_ENQUEUE_ROUNDS = 5
 _RECORD_FAILURE = (
     update(_t)
     .where(_t.c.id == bindparam("b_id"), _t.c.lease_token == bindparam("b_token"),
@@ -116,7 +157,6 @@ def _with_outbox_pg(change: Any) -> Any:
     return insert(_o).from_select(_OUTBOX_COLUMNS, rows)
 
 
-_MARK_CACHED_PG = _with_outbox_pg(_MARK_CACHED)
 _RECORD_FAILURE_PG = _with_outbox_pg(_RECORD_FAILURE)
 
 
@@ -126,13 +166,30 @@ def _record(row: Any) -> AssetRecord:
     return AssetRecord(**data)
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One URL to cache: a fresh id to use if no live asset has its source key."""
+
+    new_id: uuid.UUID
+    url: str
+    source_key: str
+
+
 class AssetRepository:
     def __init__(self, engine: AsyncEngine, display_url: str = "the database",
-                 webhook_targets: Sequence[str] = ()) -> None:
+                 webhook_targets: Sequence[str] = (), *, content_dedup: bool = True) -> None:
         self.engine = engine
         self.display_url = display_url
         # Receivers of the events of final outcomes; with none, no outbox row is written at all.
         self.webhook_targets = list(webhook_targets)
+        dialect = engine.dialect.name
+        self._mark_cached = _mark_cached_statement(dialect, share=content_dedup)
+        ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_t)
+        # The conflict target names the partial unique index by its column and predicate, so two
+        # requests for one source key (in any process) end with one row and no error: the loser
+        # inserts nothing and finds the winner with the next statement.
+        self._insert_live = (ins.on_conflict_do_nothing(index_elements=[_t.c.source_key], index_where=_LIVE)
+                             .returning(_t.c.id, _t.c.source_key))
         # A single statement is atomic on its own: without BEGIN and COMMIT it costs one round
         # trip instead of three, which is most of the database time of a small download.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -146,9 +203,75 @@ class AssetRepository:
     async def insert_pending(self, items: Sequence[tuple[uuid.UUID, str]]) -> None:
         now = utcnow()
         rows = [{"id": i, "original_url": u, "status": CacheStatus.PENDING.value, "attempts": 0,
-                 "created_at": now, "updated_at": now} for i, u in items]
+                 "created_at": now, "updated_at": now, "last_requested_at": now} for i, u in items]
         async with self._tx(single_statement=len(rows) == 1) as conn:
             await conn.execute(insert(_t), rows)
+
+    async def insert_or_find(self, requests: Sequence[Request]) -> tuple[dict[str, uuid.UUID], list[Request]]:
+        """One live asset per source key (the keys of `requests` are distinct): a new PENDING asset
+        where none is live, else the live one, counted as requested again.
+
+        Returns the asset id per source key, and the requests that created an asset (to queue).
+        One INSERT ... ON CONFLICT DO NOTHING, then, only for keys that had a live asset, one
+        UPDATE that finds and bumps them. A not yet CACHED asset takes a request's link when that
+        link expires later than its own (a fresher signature for the download still to come).
+        """
+        found: dict[str, uuid.UUID] = {}
+        created: list[Request] = []
+        todo = list(requests)
+        for _ in range(_ENQUEUE_ROUNDS):
+            now = utcnow()
+            rows = [{"id": r.new_id, "original_url": r.url, "source_key": r.source_key,
+                     "status": CacheStatus.PENDING.value, "attempts": 0, "requests": 1, "created_at": now,
+                     "updated_at": now, "last_requested_at": now} for r in todo]
+            async with self._tx(single_statement=True) as conn:
+                inserted = {row.source_key: row.id for row in
+                            (await conn.execute(self._insert_live, rows[0] if len(rows) == 1 else rows)).all()}
+            created.extend(r for r in todo if inserted.get(r.source_key) == r.new_id)
+            found.update(inserted)
+            todo = [r for r in todo if r.source_key not in inserted]
+            if not todo:
+                break
+            hits = await self._hit([r.source_key for r in todo], now)
+            fresher = []
+            for r in todo:
+                hit = hits.get(r.source_key)
+                if hit is None:
+                    continue
+                asset_id, status, url = hit
+                found[r.source_key] = asset_id
+                if status != CacheStatus.CACHED.value and expires_later(r.url, url):
+                    fresher.append((asset_id, url, r.url))
+            if fresher:
+                await self._take_fresher_links(fresher, now)
+            # Keys whose live asset went away between the two statements: insert again, new ids.
+            todo = [Request(uuid.uuid4(), r.url, r.source_key) for r in todo if r.source_key not in found]
+            if not todo:
+                break
+        else:
+            raise DatabaseError(f"{self.display_url}: could not settle an asset for "
+                                f"{todo[0].source_key[:200]!r} after {_ENQUEUE_ROUNDS} rounds; try again")
+        return found, created
+
+    async def _hit(self, keys: Sequence[str], now: datetime) -> dict[str, tuple[uuid.UUID, str, str]]:
+        if len(keys) == 1:
+            stmt, params = _HIT_ONE, {"b_key": keys[0], "b_now": now}
+        else:
+            stmt = (update(_t).where(_t.c.source_key.in_(list(keys)), _status_in(*_LIVE_STATUSES))
+                    .values(**_HIT_VALUES)
+                    .returning(_t.c.id, _t.c.source_key, _t.c.status, _t.c.original_url))
+            params = {"b_now": now}
+        async with self._tx(single_statement=True) as conn:
+            return {r.source_key: (r.id, r.status, r.original_url) for r in (await conn.execute(stmt, params)).all()}
+
+    async def _take_fresher_links(self, changes: Sequence[tuple[uuid.UUID, str, str]], now: datetime) -> None:
+        """Compare-and-set per asset: only while the asset still waits and still has the old link."""
+        waiting = [CacheStatus.PENDING.value, CacheStatus.DOWNLOADING.value]
+        async with self._tx() as conn:
+            for asset_id, old, new in changes:
+                await conn.execute(update(_t).where(_t.c.id == asset_id, _t.c.original_url == old,
+                                                    _t.c.status.in_(waiting))
+                                   .values(original_url=new, updated_at=now))
 
     async def delete_ids(self, ids: Iterable[uuid.UUID]) -> int:
         ids = list(ids)
@@ -180,20 +303,30 @@ class AssetRepository:
             return bool((await conn.execute(stmt)).rowcount)
 
     async def mark_cached(self, claim: Claim, *, cache_key: str, content_type: str | None,
-                          size_bytes: int, sha256: str) -> bool:
-        """DOWNLOADING -> CACHED, only while `claim` still holds the lease; with webhook targets, the
-        `asset.cached` event goes into the outbox in the same transaction."""
+                          size_bytes: int, sha256: str) -> str | None:
+        """DOWNLOADING -> CACHED, only while `claim` still holds the lease. Returns the key the asset
+        points at: `cache_key`, or the key of an already stored object with the same sha256 and size
+        (the new copy is then surplus); None when the lease was lost. With webhook targets, the
+        `asset.cached` event (with the key the asset ended up with) goes into the outbox in the
+        same transaction."""
         now = utcnow()
         params = {"b_id": claim.asset_id, "b_token": claim.token, "b_now": now, "b_key": cache_key,
                   "b_type": content_type, "b_size": size_bytes, "b_sha256": sha256}
         if not self.webhook_targets:
             async with self._tx(single_statement=True) as conn:
-                return bool((await conn.execute(_MARK_CACHED, params)).rowcount)
-        after = AssetRecord(id=claim.asset_id, original_url=claim.original_url, status=CacheStatus.CACHED,
-                            cache_key=cache_key, content_type=content_type, size_bytes=size_bytes, sha256=sha256,
-                            attempts=claim.attempts, error=None, error_kind=None, created_at=claim.created_at,
-                            updated_at=now, cached_at=now)
-        return await self._change_with_event(_MARK_CACHED, _MARK_CACHED_PG, params, asset_event(after, now=now))
+                row = (await conn.execute(self._mark_cached, params)).first()
+            return None if row is None else str(row.cache_key)
+        async with self._tx() as conn:
+            row = (await conn.execute(self._mark_cached, params)).first()
+            if row is None:
+                return None
+            stored_key = str(row.cache_key)
+            after = AssetRecord(id=claim.asset_id, original_url=claim.original_url, status=CacheStatus.CACHED,
+                                cache_key=stored_key, content_type=content_type, size_bytes=size_bytes,
+                                sha256=sha256, attempts=claim.attempts, error=None, error_kind=None,
+                                created_at=claim.created_at, updated_at=now, cached_at=now)
+            await conn.execute(insert(_o), self._outbox_rows(asset_event(after, now=now)))
+        return stored_key
 
     async def record_failure(self, claim: Claim, *, error: str, error_kind: str, final: bool) -> bool:
         """Records a failed attempt. Final: DOWNLOADING -> FAILED (with its `asset.failed` event in the
@@ -224,11 +357,14 @@ class AssetRepository:
         async with self._tx() as conn:
             if not (await conn.execute(change, params)).rowcount:
                 return False
-            await conn.execute(insert(_o), [
-                {"event_id": event.id, "event_type": event.type, "asset_id": event.asset_id, "target_url": url,
-                 "payload": event.body, "attempts": 0, "created_at": event.timestamp,
-                 "next_attempt_at": event.timestamp} for url in self.webhook_targets])
+            await conn.execute(insert(_o), self._outbox_rows(event))
             return True
+
+    def _outbox_rows(self, event: Event) -> list[dict[str, Any]]:
+        """The outbox rows of `event`: one per webhook target."""
+        return [{"event_id": event.id, "event_type": event.type, "asset_id": event.asset_id, "target_url": url,
+                 "payload": event.body, "attempts": 0, "created_at": event.timestamp,
+                 "next_attempt_at": event.timestamp} for url in self.webhook_targets]
 
     async def status_of(self, asset_id: uuid.UUID) -> tuple[CacheStatus, datetime | None] | None:
         """The status and the lease end of an asset, or None when it does not exist."""
@@ -381,26 +517,100 @@ class AssetRepository:
 
     async def settled_before(self, cutoff: datetime, after: tuple[datetime, uuid.UUID] | None,
                              limit: int) -> list[tuple[uuid.UUID, str | None, datetime]]:
-        """Settled (CACHED or FAILED) assets created before `cutoff`, oldest first, after the
-        (created_at, id) position `after` (keyset paging): (id, cache_key, created_at)."""
-        stmt = (select(_t.c.id, _t.c.cache_key, _t.c.created_at)
-                .where(_t.c.created_at < cutoff,
-                       _t.c.status.in_([CacheStatus.CACHED.value, CacheStatus.FAILED.value]))
-                .order_by(_t.c.created_at, _t.c.id).limit(limit))
-        if after is not None:
-            stmt = stmt.where(tuple_(_t.c.created_at, _t.c.id) > tuple_(
-                literal(after[0], UTCDateTime()), literal(after[1], Uuid())))
+        """Settled (CACHED or FAILED) assets last requested before `cutoff`, least recently requested
+        first, after the (last_requested_at, id) position `after` (keyset paging):
+        (id, cache_key, last_requested_at)."""
+        stmt = (select(_t.c.id, _t.c.cache_key, _t.c.last_requested_at)
+                .where(_t.c.last_requested_at < cutoff,
+                       _t.c.status.in_([CacheStatus.CACHED.value, CacheStatus.FAILED.value])))
+        stmt = self._by_last_request(stmt, after, limit)
         async with self._tx(single_statement=True) as conn:
-            return [(r.id, r.cache_key, r.created_at) for r in (await conn.execute(stmt)).all()]
+            return [(r.id, r.cache_key, r.last_requested_at) for r in (await conn.execute(stmt)).all()]
 
-    async def delete_settled(self, ids: Sequence[uuid.UUID]) -> int:
-        """Deletes the given assets if they are still settled (a retry may have moved one since)."""
-        if not ids:
-            return 0
-        stmt = delete(_t).where(and_(_t.c.id.in_(list(ids)),
-                                     _t.c.status.in_([CacheStatus.CACHED.value, CacheStatus.FAILED.value])))
+    def _by_last_request(self, stmt: Select[Any], after: tuple[datetime, uuid.UUID] | None,
+                         limit: int) -> Select[Any]:
+        stmt = stmt.order_by(_t.c.last_requested_at, _t.c.id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(tuple_(_t.c.last_requested_at, _t.c.id) > tuple_(
+                literal(after[0], UTCDateTime()), literal(after[1], Uuid())))
+        return stmt
+
+    async def cached_by_last_request(self, after: tuple[datetime, uuid.UUID] | None,
+                                     limit: int) -> list[tuple[uuid.UUID, str, int, datetime]]:
+        """CACHED assets, least recently requested first (keyset paging as `settled_before`):
+        (id, cache_key, size_bytes, last_requested_at)."""
+        stmt = self._by_last_request(
+            select(_t.c.id, _t.c.cache_key, _t.c.size_bytes, _t.c.last_requested_at)
+            .where(_t.c.status == CacheStatus.CACHED.value, _t.c.last_requested_at.is_not(None)), after, limit)
         async with self._tx(single_statement=True) as conn:
-            return int((await conn.execute(stmt)).rowcount or 0)
+            return [(r.id, r.cache_key, int(r.size_bytes or 0), r.last_requested_at)
+                    for r in (await conn.execute(stmt)).all()]
+
+    async def delete_settled(self, ids: Sequence[uuid.UUID]) -> tuple[int, set[str]]:
+        """Deletes the given assets if they are still settled (a retry may have moved one since).
+
+        Returns how many went and the storage keys they held: the caller deletes an object only
+        once `keys_in_use` says no row holds its key any more (several assets may share one).
+        """
+        if not ids:
+            return 0, set()
+        stmt = (delete(_t).where(and_(_t.c.id.in_(list(ids)),
+                                      _t.c.status.in_([CacheStatus.CACHED.value, CacheStatus.FAILED.value])))
+                .returning(_t.c.cache_key))
+        async with self._tx(single_statement=True) as conn:
+            keys = list((await conn.execute(stmt)).scalars().all())
+        return len(keys), {k for k in keys if k}
+
+    async def keys_in_use(self, keys: Iterable[str]) -> set[str]:
+        """The keys among `keys` that some asset row holds (in any status)."""
+        keys = list(set(keys))
+        if not keys:
+            return set()
+        stmt = select(_t.c.cache_key).where(_t.c.cache_key.in_(keys)).distinct()
+        async with self._tx(single_statement=True) as conn:
+            return set((await conn.execute(stmt)).scalars().all())
+
+    async def key_counts(self, keys: Iterable[str]) -> dict[str, int]:
+        """How many asset rows hold each of `keys`."""
+        keys = list(set(keys))
+        if not keys:
+            return {}
+        stmt = select(_t.c.cache_key, func.count()).where(_t.c.cache_key.in_(keys)).group_by(_t.c.cache_key)
+        async with self._tx(single_statement=True) as conn:
+            return {k: int(n) for k, n in (await conn.execute(stmt)).all()}
+
+    # ---- the usage report ----------------------------------------------------------------
+
+    def _host_of_url(self) -> ColumnElement[Any]:
+        """The authority of original_url (host, and port if any), in lower case."""
+        url = _t.c.original_url
+        if self.engine.dialect.name == "postgresql":
+            return func.lower(func.split_part(url, "/", 3))
+        rest = func.substr(url, func.instr(url, "//") + 2)
+        return func.lower(func.substr(rest, 1, func.instr(rest.op("||")("/"), "/") - 1))
+
+    async def usage_rows(self, now: datetime) -> dict[str, list[tuple[Any, ...]]]:
+        """The figures of the usage report, one grouped query each, in one transaction:
+        status (n, bytes, repeat requests), content type, host and age (n, bytes), and the stored
+        objects (number, bytes, each object once)."""
+        size = func.coalesce(func.sum(_t.c.size_bytes), 0)
+        age = case((_t.c.last_requested_at >= now - timedelta(days=1), "0-1d"),
+                   (_t.c.last_requested_at >= now - timedelta(days=7), "1-7d"),
+                   (_t.c.last_requested_at >= now - timedelta(days=30), "7-30d"), else_="older")
+        host = self._host_of_url()
+        cached = _t.c.status == CacheStatus.CACHED.value
+        objects = (select(_t.c.cache_key, func.max(_t.c.size_bytes).label("size"))
+                   .where(cached, _t.c.cache_key.is_not(None)).group_by(_t.c.cache_key).subquery())
+        queries: dict[str, Any] = {
+            "status": select(_t.c.status, func.count(), size, func.coalesce(func.sum(_t.c.requests - 1), 0))
+            .group_by(_t.c.status),
+            "content_type": select(_t.c.content_type, func.count(), size).where(cached).group_by(_t.c.content_type),
+            "host": select(host, func.count(), size).group_by(host),
+            "age": select(age, func.count(), size).group_by(age),
+            "objects": select(func.count(), func.coalesce(func.sum(objects.c.size), 0)).select_from(objects),
+        }
+        async with self._tx() as conn:
+            return {name: [tuple(r) for r in (await conn.execute(q)).all()] for name, q in queries.items()}
 
     # ---- the HTTP service's dashboard and metrics ----------------------------------------
 
@@ -422,8 +632,20 @@ class AssetRepository:
         async with self._tx() as conn:
             return {int(b) * bucket_s: int(n) for b, n in (await conn.execute(stmt)).all()}
 
+    async def dedup_savings(self) -> tuple[int, int]:
+        """(repeat requests answered by an existing asset, bytes of CACHED assets counted per asset)."""
+        cached_size = func.sum(case((_t.c.status == CacheStatus.CACHED.value, _t.c.size_bytes), else_=0))
+        stmt = select(func.coalesce(func.sum(_t.c.requests - 1), 0), func.coalesce(cached_size, 0))
+        async with self._tx() as conn:
+            row = (await conn.execute(stmt)).one()
+        return int(row[0]), int(row[1])
+
     async def stored_bytes(self) -> int:
-        """The total size of the objects of CACHED assets, from the counters the triggers keep."""
-        stmt = select(func.coalesce(func.sum(_c.c.bytes), 0)).where(_c.c.status == CacheStatus.CACHED.value)
-        async with self._tx(single_statement=True) as conn:
+        """The total size of the objects of CACHED assets, each object counted once however many
+        assets share it."""
+        objects = (select(_t.c.cache_key, func.max(_t.c.size_bytes).label("size"))
+                   .where(_t.c.status == CacheStatus.CACHED.value, _t.c.cache_key.is_not(None))
+                   .group_by(_t.c.cache_key).subquery())
+        stmt = select(func.coalesce(func.sum(objects.c.size), 0))
+        async with self._tx() as conn:
             return int((await conn.execute(stmt)).scalar() or 0)

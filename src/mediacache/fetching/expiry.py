@@ -56,6 +56,12 @@ def link_expiry(url: str) -> datetime | None:
     return min(times) if times else None
 
 
+def expires_later(new_url: str, old_url: str) -> bool:
+    """True when both links carry a known expiry and `new_url`'s comes later (a fresher signature)."""
+    new, old = link_expiry(new_url), link_expiry(old_url)
+    return new is not None and old is not None and new > old
+
+
 def is_expired(url: str, now: datetime | None = None, *, grace_s: float = 0.0) -> bool:
     """True when `url` carries an expiry that is at least `grace_s` seconds in the past at `now`.
 

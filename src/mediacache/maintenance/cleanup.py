@@ -1,4 +1,4 @@
-"""Cleanup: settled assets older than N days go, their stored object first, then their row."""
+"""Cleanup: settled assets not requested for N days go, their rows first, then each object no row holds any more."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from mediacache.broker.jobs import JobQueue
@@ -22,18 +23,58 @@ PAGE_SIZE = 500
 # "Which of these asset ids does an application row reference?": the one question cleanup asks
 # of the application side.
 ReferencedCheck = Callable[[Sequence[uuid.UUID]], Awaitable[set[uuid.UUID]]]
+# Called between the steps of a removal ("rows_deleted"), so tests can force interleavings.
+Pause = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    assets: int
+    objects_not_deleted: int
+
+
+async def remove_assets(assets: AssetRepository, store: ObjectStore, queue: JobQueue, ids: Sequence[uuid.UUID],
+                        *, pause: Pause | None = None) -> Removed:
+    """Deletes the rows of the given settled assets, then each of their objects that no row holds.
+
+    Rows first, because several assets may share one object (content deduplication): an object is
+    garbage only when no row holds its key, and that can only be judged once the rows are gone.
+    Once no row holds a key no download can take that object again, since sharing needs a CACHED
+    holder (see `AssetRepository.mark_cached`), so the check cannot be outrun. An object whose
+    delete fails is left to `gc`, which finds it as an orphan; its asset is gone either way.
+    """
+    removed, keys = await assets.delete_settled(ids)
+    if pause is not None:
+        await pause("rows_deleted")
+    not_deleted = await delete_unheld(assets, store, keys)
+    with contextlib.suppress(QueueUnavailableError):
+        await queue.remove(ids)
+    return Removed(removed, not_deleted)
+
+
+async def delete_unheld(assets: AssetRepository, store: ObjectStore, keys: set[str]) -> int:
+    """Deletes the objects among `keys` that no row holds; returns how many deletes failed."""
+    still_held = await assets.keys_in_use(keys)
+    not_deleted = 0
+    for key in sorted(keys - still_held):
+        try:
+            await store.delete(key)
+        except StorageError as exc:
+            log.warning("could not delete the object %s (mediacache gc removes it later): %s", key, exc)
+            not_deleted += 1
+    return not_deleted
 
 
 async def remove_settled(assets: AssetRepository, store: ObjectStore, queue: JobQueue, *, days: int,
                          referenced: ReferencedCheck | None, page_size: int = PAGE_SIZE,
+                         pause: Pause | None = None,
                          on_progress: Callable[[int], None] | None = None) -> CleanupResult:
-    """Removes CACHED and FAILED assets created more than `days` days ago.
+    """Removes CACHED and FAILED assets last requested more than `days` days ago.
 
-    Pages through the candidates oldest first by (created_at, id), so each page is one short
-    query and a run stopped half-way can simply be run again. With `referenced`, assets that an
-    application row still points at are kept and counted. An object is deleted before its row,
-    and a row whose object cannot be deleted is kept, so no row points nowhere and no object is
-    orphaned. `on_progress` hears how many candidates each page looked at.
+    Pages through the candidates least recently requested first by (last_requested_at, id), so
+    each page is one short query and a run stopped half-way can simply be run again. With
+    `referenced`, assets that an application row still points at are kept and counted.
+    `on_progress` hears how many candidates each page looked at.
     """
     cutoff = utcnow() - timedelta(days=days)
     removed = kept_referenced = not_cleaned = 0
@@ -42,20 +83,9 @@ async def remove_settled(assets: AssetRepository, store: ObjectStore, queue: Job
         after = (page[-1][2], page[-1][0])
         keep = await referenced([asset_id for asset_id, _, _ in page]) if referenced is not None else set()
         kept_referenced += len(keep)
-        deletable: list[uuid.UUID] = []
-        for asset_id, key, _created_at in page:
-            if asset_id in keep:
-                continue
-            try:
-                if key:
-                    await store.delete(key)
-                deletable.append(asset_id)
-            except StorageError as exc:
-                log.warning("kept asset %s: its object %s could not be deleted: %s", asset_id, key, exc)
-                not_cleaned += 1
-        removed += await assets.delete_settled(deletable)
-        with contextlib.suppress(QueueUnavailableError):
-            await queue.remove(deletable)
+        done = await remove_assets(assets, store, queue, [i for i, _, _ in page if i not in keep], pause=pause)
+        removed += done.assets
+        not_cleaned += done.objects_not_deleted
         if on_progress is not None:
             on_progress(len(page))
     return CleanupResult(removed=removed, kept_referenced=kept_referenced, not_cleaned=not_cleaned)

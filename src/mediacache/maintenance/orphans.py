@@ -31,24 +31,26 @@ def _asset_of(key: str) -> uuid.UUID | None:
 async def collect(assets: AssetRepository, store: ObjectStore, *, dry_run: bool = True) -> GcReport:
     """Finds (and unless `dry_run`, deletes) orphan objects; reports rows whose object is missing.
 
-    Objects live under `media/<asset id>/<attempt token><ext>`, so the database answers for each
-    object which row, if any, owns it: the asset's cache_key, or the key an attempt that still holds
-    a live lease is writing. Only the `media/` prefix is listed; rows are checked by HEAD requests.
+    Objects live under `media/<asset id>/<attempt token><ext>`. An object is kept while any row
+    holds its key as cache_key (with content deduplication, assets other than the one in its path
+    may share it), or while the attempt that is writing it still holds a live lease on the asset
+    in its path. Once no row holds a key, no download can start sharing it (sharing needs a
+    CACHED holder), so the judgement cannot be outrun. Only the `media/` prefix is listed; rows
+    are checked by HEAD requests.
     Legacy keys outside `media/` are never touched.
     """
     orphans: list[tuple[str, int]] = []
     batch: list[tuple[uuid.UUID, str, int]] = []
 
     async def judge() -> None:
-        owners = await assets.key_owners([asset_id for asset_id, _, _ in batch])
+        held = await assets.keys_in_use(key for _, key, _ in batch)
+        owners = await assets.key_owners([asset_id for asset_id, key, _ in batch if key not in held])
         for asset_id, key, size in batch:
-            owner = owners.get(asset_id)
-            if owner is None:
-                orphans.append((key, size))
+            if key in held:
                 continue
-            cache_key, live_token = owner
-            in_flight = live_token is not None and key.split("/")[2].startswith(live_token)
-            if key != cache_key and not in_flight:
+            owner = owners.get(asset_id)
+            live_token = owner[1] if owner is not None else None
+            if live_token is None or not key.split("/")[2].startswith(live_token):
                 orphans.append((key, size))
         batch.clear()
 

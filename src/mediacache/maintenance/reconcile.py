@@ -55,14 +55,19 @@ async def find_missing_objects(assets: AssetRepository, store: ObjectStore) -> l
     missing: list[tuple[uuid.UUID, str]] = []
     gate = asyncio.Semaphore(_HEAD_CONCURRENCY)
 
-    async def check(asset_id: uuid.UUID, key: str) -> None:
+    async def check(key: str, holders: list[uuid.UUID]) -> None:
         async with gate:
             if await store.head(key) is None:
-                missing.append((asset_id, key))
+                missing.extend((asset_id, key) for asset_id in holders)
 
     after: uuid.UUID | None = None
     while page := await assets.cached_page(after, _PAGE):
-        await asyncio.gather(*(check(i, k) for i, k in page if k))
+        # Assets sharing one object (content deduplication) cost one HEAD per page.
+        by_key: dict[str, list[uuid.UUID]] = {}
+        for asset_id, key in page:
+            if key:
+                by_key.setdefault(key, []).append(asset_id)
+        await asyncio.gather(*(check(k, ids) for k, ids in by_key.items()))
         after = page[-1][0]
     return missing
 

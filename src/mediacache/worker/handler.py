@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,9 @@ class CacheJobHandler:
         self.repo = repo
         self.store = store
         self.fetcher = fetcher
+        # Called with "stored" between the upload and the database write; tests use it to force
+        # an interleaving with cleanup (content deduplication's race).
+        self.pause: Callable[[str], Awaitable[None]] | None = None
 
     async def process(self, asset_id: uuid.UUID, *, final_attempt: bool,
                       delivery: JobDelivery | None = None) -> Outcome:
@@ -124,6 +127,8 @@ class CacheJobHandler:
                     final=False))
             raise
 
+        if self.pause is not None:
+            await self.pause("stored")
         try:
             stored = await self.repo.mark_cached(claim, cache_key=key, content_type=content_type,
                                                  size_bytes=size_bytes, sha256=digest.hexdigest())
@@ -132,24 +137,34 @@ class CacheJobHandler:
             with contextlib.suppress(StorageError):
                 await self.store.delete(key)
             raise
-        if not stored:
+        if stored is None:
             # Our lease ran out and another attempt took the asset over: our copy is surplus.
             with contextlib.suppress(StorageError):
                 await self.store.delete(key)
             return Outcome("skipped", "another attempt took the asset over")
+        if stored != key:
+            # The same bytes were stored already and the asset now points at that object: ours is
+            # surplus, and only this attempt ever knew its key.
+            with contextlib.suppress(StorageError):
+                await self.store.delete(key)
         if claim.attempts > 1:
-            await self._drop_earlier_copies(claim, key)
-        return Outcome("cached", cache_key=key, size_bytes=size_bytes)
+            await self._drop_earlier_copies(claim, stored)
+        return Outcome("cached", cache_key=stored, size_bytes=size_bytes)
 
     async def _drop_earlier_copies(self, claim: Claim, key: str) -> None:
         """Removes what earlier attempts of this asset stored (one killed after its upload but before
         its database write leaves a full copy), so a CACHED asset has exactly one object. Only retried
         assets pay for this listing."""
         try:
-            async for info in self.store.list_keys(f"media/{claim.asset_id}/"):
-                if info.key != key:
-                    await self.store.delete(info.key)
-        except StorageError as exc:
+            earlier = [info.key async for info in self.store.list_keys(f"media/{claim.asset_id}/")
+                       if info.key != key]
+            # An earlier copy may be the object other assets were since deduplicated onto; once no
+            # row holds a key, no new one can take it (sharing needs a CACHED holder).
+            shared = await self.repo.keys_in_use(earlier)
+            for earlier_key in earlier:
+                if earlier_key not in shared:
+                    await self.store.delete(earlier_key)
+        except (StorageError, DatabaseError) as exc:
             log.warning("could not remove earlier copies of asset %s: %s", claim.asset_id, exc,
                         extra={"asset_id": str(claim.asset_id)})
 

@@ -36,7 +36,7 @@
     for (const el of document.querySelectorAll("[data-field]")) {
       const field = el.dataset.field;
       const value = pick(data, field);
-      if (field === "stored_bytes") el.textContent = humanBytes(value);
+      if (field === "stored_bytes" || field === "bytes_not_stored") el.textContent = humanBytes(value);
       else el.textContent = value == null ? "–" : String(value);
     }
     document.getElementById("webhooks").hidden = !data.webhooks;
