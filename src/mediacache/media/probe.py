@@ -1,0 +1,168 @@
+"""Metadata from a media file's header: size, frames, duration and codecs, read before any decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import av
+import av.error
+import pyvips
+from av.stream import Disposition
+from PIL import Image as PILImage
+
+from mediacache.media.limits import Limits
+from mediacache.media.report import MediaFamily, MediaRefused, ReportKind
+
+# The libvips loaders we let decode. Opening through a Source means libvips picks the loader by
+# the file's first bytes only (never by a file name suffix), and this set keeps out the loaders
+# that are no photo or frame format (vips, matrix, csv, raw) and SVG, which has no pixel size to
+# limit and which libvips would render with librsvg.
+IMAGE_LOADERS = frozenset({"jpegload_source", "pngload_source", "gifload_source", "webpload_source",
+                           "heifload_source", "tiffload_source"})
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "image/heic",
+                         "image/heif", "image/tiff"})
+
+# Content type (as mediacache's sniffer names it) -> the FFmpeg demuxer that reads it. Naming the
+# demuxer instead of letting FFmpeg probe matters: a probed file could be read as an HLS or concat
+# playlist, whose entries make FFmpeg open other files and URLs.
+AV_DEMUXERS: dict[str, str] = {
+    "video/mp4": "mov", "video/quicktime": "mov", "video/3gpp": "mov", "video/3gpp2": "mov", "audio/mp4": "mov",
+    "video/webm": "matroska", "video/x-matroska": "matroska", "video/x-msvideo": "avi", "video/x-flv": "flv",
+    "video/mpeg": "mpeg", "video/ogg": "ogg", "audio/ogg": "ogg", "audio/mpeg": "mp3", "audio/aac": "aac",
+    "audio/flac": "flac", "audio/wav": "wav", "audio/aiff": "aiff",
+}
+
+# EXIF orientations 5-8 turn the picture by 90 degrees, so its displayed width is the stored height.
+_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+@dataclass
+class Probe:
+    """What the header said. Width and height are as displayed (orientation applied)."""
+
+    family: MediaFamily
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    duration_s: float | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    # Set when a limit refused the file: the fields above are what the header declared.
+    refusal: MediaRefused | None = field(default=None, repr=False)
+    # For derive.py: the libvips loader, and HEIF's codec (libvips-binary decodes AV1 but not HEVC).
+    loader: str | None = None
+    heif_compression: str | None = None
+    has_icc: bool = False
+
+
+def probe(path: str, content_type: str | None, limits: Limits) -> Probe:
+    """Read `path`'s header. Raises MediaRefused (corrupt or unsupported); records a limit refusal.
+
+    `content_type` is the sniffed type stored with the asset. None tries the image decoders only.
+    """
+    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    if not mime or mime in IMAGE_TYPES:
+        return probe_image(path, limits, declared=bool(mime))
+    if mime in AV_DEMUXERS:
+        return probe_av(path, AV_DEMUXERS[mime], limits)
+    raise MediaRefused(ReportKind.UNSUPPORTED, f"no derivatives are made from {mime!r}")
+
+
+def probe_image(path: str, limits: Limits, *, declared: bool = True) -> Probe:
+    try:
+        # access="sequential" makes libvips read the header only; pixels are decoded on demand.
+        image = pyvips.Image.new_from_source(pyvips.Source.new_from_file(path), "", access="sequential")
+    except pyvips.Error as exc:
+        kind = ReportKind.CORRUPT if declared else ReportKind.UNSUPPORTED
+        raise MediaRefused(kind, f"image header unreadable: {vips_message(exc)}") from exc
+    loader = str(image.get("vips-loader"))
+    if loader not in IMAGE_LOADERS:
+        raise MediaRefused(ReportKind.UNSUPPORTED, f"no derivatives are made by the {loader} decoder")
+    width, height = image.width, image.height
+    if _field(image, "orientation") in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    heif_compression = _field(image, "heif-compression")
+    found = Probe(family="image", width=width, height=height, loader=loader,
+                  heif_compression=str(heif_compression) if heif_compression else None,
+                  has_icc=bool(image.get_typeof("icc-profile-data")))
+    try:
+        limits.check_pixels(width, height)
+        found.frames = _image_frames(path, image, loader)
+        limits.check_frames(found.frames)
+    except MediaRefused as refused:
+        if refused.kind is not ReportKind.TOO_LARGE:
+            raise
+        found.refusal = refused
+    return found
+
+
+def _image_frames(path: str, image: pyvips.Image, loader: str) -> int:
+    if loader == "pngload_source":
+        # libvips reads an APNG's default image only; Pillow reads the frame count from the acTL
+        # chunk without decoding. Our own pixel check has run, so Pillow's bomb check is redundant.
+        try:
+            with PILImage.open(path, formats=["PNG"]) as png:
+                return int(getattr(png, "n_frames", 1))
+        except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as exc:
+            raise MediaRefused(ReportKind.CORRUPT, f"PNG chunks unreadable: {exc}") from exc
+    # GIF, WebP, TIFF and HEIF give their page count from the header scan.
+    return int(_field(image, "n-pages") or 1)
+
+
+def probe_av(path: str, demuxer: str, limits: Limits) -> Probe:
+    try:
+        # A Python file object, not a path: FFmpeg then gets no URL to resolve, only these bytes.
+        with open(path, "rb") as file, av.open(file, "r", format=demuxer) as container:
+            return _read_streams(container, limits)
+    except av.error.FFmpegError as exc:
+        raise MediaRefused(ReportKind.CORRUPT, f"{demuxer} container unreadable: {exc}") from exc
+
+
+def _read_streams(container: av.container.InputContainer, limits: Limits) -> Probe:
+    # A video stream flagged attached_pic is an MP3's or M4A's cover art, not video.
+    videos = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
+    audios = list(container.streams.audio)
+    if not videos and not audios:
+        raise MediaRefused(ReportKind.UNSUPPORTED, "the container holds no audio or video stream")
+    found = Probe(family="video" if videos else "audio")
+    if audios:
+        found.audio_codec = audios[0].codec_context.codec.canonical_name
+    main = videos[0] if videos else audios[0]
+    found.duration_s = _duration_s(container, main)
+    if not videos:
+        return found
+    video = videos[0]
+    found.video_codec = video.codec_context.codec.canonical_name
+    width, height = video.codec_context.width, video.codec_context.height
+    if not width or not height:
+        raise MediaRefused(ReportKind.CORRUPT, f"video stream declares no frame size ({width}x{height})")
+    sar = video.sample_aspect_ratio
+    if sar and sar > 0 and sar != 1:
+        # Anamorphic video: pixels are not square, the displayed width is the stored width times SAR.
+        width = max(1, round(width * Fraction(sar)))
+    found.width, found.height = width, height
+    try:
+        limits.check_pixels(video.codec_context.width, video.codec_context.height)
+    except MediaRefused as refused:
+        found.refusal = refused
+    return found
+
+
+def _duration_s(container: av.container.InputContainer, stream: av.stream.Stream) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return None
+
+
+def _field(image: pyvips.Image, name: str) -> Any:
+    return image.get(name) if image.get_typeof(name) else None
+
+
+def vips_message(exc: pyvips.Error) -> str:
+    """libvips' own explanation: pyvips puts "unable to call ..." first and the loader's words after it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines[1:] or lines) or type(exc).__name__
