@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import av
+import av.container
 import av.video.frame
 import numpy as np
 import pillow_heif
 import pyvips
-from av.stream import Disposition
 
+from mediacache.media.probe import video_stream
 from mediacache.media.report import Derivative, DerivativeKind, MediaRefused, ReportKind
 
 # Default of MEDIACACHE_THUMB_WIDTHS: a phone column and its 2x-density variant.
@@ -90,8 +91,8 @@ def _hevc_image(path: str) -> pyvips.Image:
     return image
 
 
-def video_posters(path: str, demuxer: str, widths: Sequence[int]) -> Rendered:
-    frame, sar = first_frame(path, demuxer)
+def video_posters(container: av.container.InputContainer, widths: Sequence[int]) -> Rendered:
+    frame, sar = first_frame(container)
     image = pyvips.Image.new_from_array(frame.to_ndarray(format="rgb24"), interpretation="srgb")
     if sar and sar > 0 and sar != 1:
         # Anamorphic video: stretch to square pixels first, as a player shows it.
@@ -111,30 +112,28 @@ def video_posters(path: str, demuxer: str, widths: Sequence[int]) -> Rendered:
 _CLOCKWISE = {90: "d270", 180: "d180", 270: "d90"}
 
 
-def first_frame(path: str, demuxer: str) -> tuple[av.video.frame.VideoFrame, Fraction | None]:
+def first_frame(container: av.container.InputContainer) -> tuple[av.video.frame.VideoFrame, Fraction | None]:
     """The first picture of the first video stream, decoded from its first keyframe, and the
     stream's sample aspect ratio."""
-    with open(path, "rb") as file, av.open(file, "r", format=demuxer) as container:
-        streams = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
-        if not streams:
-            raise MediaRefused(ReportKind.UNSUPPORTED, "the container holds no video stream")
-        stream = streams[0]
-        # One thread: the sandbox runs one decode per process and the pool is the parallelism.
-        stream.codec_context.thread_count = 1
-        sar = stream.sample_aspect_ratio
-        seen_key = False
-        for count, packet in enumerate(container.demux(stream)):
-            if count >= _MAX_PACKETS_FOR_POSTER:
-                break
-            seen_key = seen_key or packet.is_keyframe
-            if not seen_key:
-                continue  # frames before the first keyframe reference pictures we do not have
-            for frame in packet.decode():
-                if isinstance(frame, av.video.frame.VideoFrame):
-                    return frame, sar
-        for frame in stream.codec_context.decode(None):  # drain the decoder's delay (B-frames)
+    stream = video_stream(container)
+    if stream is None:
+        raise MediaRefused(ReportKind.UNSUPPORTED, "the container holds no video stream")
+    # One thread: the sandbox runs one decode per process and the pool is the parallelism.
+    stream.codec_context.thread_count = 1
+    sar = stream.sample_aspect_ratio
+    seen_key = False
+    for count, packet in enumerate(container.demux(stream)):
+        if count >= _MAX_PACKETS_FOR_POSTER:
+            break
+        seen_key = seen_key or packet.is_keyframe
+        if not seen_key:
+            continue  # frames before the first keyframe reference pictures we do not have
+        for frame in packet.decode():
             if isinstance(frame, av.video.frame.VideoFrame):
                 return frame, sar
+    for frame in stream.codec_context.decode(None):  # drain the decoder's delay (B-frames)
+        if isinstance(frame, av.video.frame.VideoFrame):
+            return frame, sar
     raise MediaRefused(ReportKind.CORRUPT, "no video frame could be decoded")
 
 

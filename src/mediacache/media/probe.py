@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 import av
 import av.error
+import av.video.stream
 import pyvips
 from av.stream import Disposition
 from PIL import Image as PILImage
@@ -62,12 +65,18 @@ def probe(path: str, content_type: str | None, limits: Limits) -> Probe:
 
     `content_type` is the sniffed type stored with the asset. None tries the image decoders only.
     """
-    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    mime = media_type(content_type)
     if not mime or mime in IMAGE_TYPES:
         return probe_image(path, limits, declared=bool(mime))
     if mime in AV_DEMUXERS:
-        return probe_av(path, AV_DEMUXERS[mime], limits)
+        with open_av(path, AV_DEMUXERS[mime]) as container:
+            return read_av(container, limits)
     raise MediaRefused(ReportKind.UNSUPPORTED, f"no derivatives are made from {mime!r}")
+
+
+def media_type(content_type: str | None) -> str:
+    """`Video/MP4; codecs=avc1` -> `video/mp4`; None -> ``."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 def probe_image(path: str, limits: Limits, *, declared: bool = True) -> Probe:
@@ -111,29 +120,39 @@ def _image_frames(path: str, image: pyvips.Image, loader: str) -> int:
     return int(_field(image, "n-pages") or 1)
 
 
-def probe_av(path: str, demuxer: str, limits: Limits) -> Probe:
+@contextmanager
+def open_av(path: str, demuxer: str) -> Iterator[av.container.InputContainer]:
+    """The file opened by FFmpeg's `demuxer`; FFmpeg's errors inside the block become corrupt."""
     try:
         # A Python file object, not a path: FFmpeg then gets no URL to resolve, only these bytes.
         with open(path, "rb") as file, av.open(file, "r", format=demuxer) as container:
-            return _read_streams(container, limits)
+            yield container
+    except MemoryError:
+        raise  # av.error.MemoryError is an FFmpegError too, but it means too large, not corrupt
     except av.error.FFmpegError as exc:
-        raise MediaRefused(ReportKind.CORRUPT, f"{demuxer} container unreadable: {exc}") from exc
+        raise MediaRefused(ReportKind.CORRUPT, f"{demuxer} data unreadable: {exc}") from exc
 
 
-def _read_streams(container: av.container.InputContainer, limits: Limits) -> Probe:
-    # A video stream flagged attached_pic is an MP3's or M4A's cover art, not video.
-    videos = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
+def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The first real video stream; one flagged attached_pic is an MP3's or M4A's cover art."""
+    for stream in container.streams.video:
+        if not stream.disposition & Disposition.attached_pic:
+            return stream
+    return None
+
+
+def read_av(container: av.container.InputContainer, limits: Limits) -> Probe:
+    """Size, duration and codecs of an opened audio or video file; a limit refusal is recorded."""
+    video = video_stream(container)
     audios = list(container.streams.audio)
-    if not videos and not audios:
+    if video is None and not audios:
         raise MediaRefused(ReportKind.UNSUPPORTED, "the container holds no audio or video stream")
-    found = Probe(family="video" if videos else "audio")
+    found = Probe(family="video" if video else "audio")
     if audios:
         found.audio_codec = audios[0].codec_context.codec.canonical_name
-    main = videos[0] if videos else audios[0]
-    found.duration_s = _duration_s(container, main)
-    if not videos:
+    found.duration_s = _duration_s(container, video or audios[0])
+    if video is None:
         return found
-    video = videos[0]
     found.video_codec = video.codec_context.codec.canonical_name
     width, height = video.codec_context.width, video.codec_context.height
     if not width or not height:
