@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import pyvips
 
 from mediacache.media import Limits, MediaRefused, MediaReport, ReportKind, analyze_file
 from mediacache.media import pipeline as pipeline_module
@@ -121,3 +122,15 @@ def test_refusal_is_a_mediacache_error() -> None:
     from mediacache.errors import MediaCacheError
 
     assert issubclass(MediaRefused, MediaCacheError)
+
+
+def test_libvips_out_of_memory_is_too_large(samples: dict[str, Sample], monkeypatch: pytest.MonkeyPatch) -> None:
+    # What libvips says when the sandbox's address-space ceiling stops an allocation (seen here
+    # from webpload reading the header of a 7000x7000 WebP under a 700 MiB ceiling).
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise pyvips.Error("unable to call VipsForeignLoadWebpSource", "vips_tracked: out of memory -- size == 186MB")
+
+    monkeypatch.setattr(pyvips.Image, "new_from_source", exhausted)
+    report = analyze_file(str(samples["jpeg"].path), "image/jpeg")
+    assert report.kind is ReportKind.TOO_LARGE
+    assert "out of memory" in (report.reason or "")

@@ -11,7 +11,7 @@ import pyvips
 from mediacache.media.derive import DEFAULT_WIDTHS, Rendered, image_thumbnails, video_posters
 from mediacache.media.limits import Limits
 from mediacache.media.placeholder import thumbhash_of
-from mediacache.media.probe import AV_DEMUXERS, Probe, media_type, open_av, probe, read_av, vips_message
+from mediacache.media.probe import AV_DEMUXERS, Probe, media_type, open_av, probe, read_av, vips_refusal
 from mediacache.media.report import MediaRefused, MediaReport, ReportKind
 
 
@@ -32,9 +32,8 @@ def analyze_file(path: str, content_type: str | None, widths: Sequence[int] = DE
         # av.error.MemoryError (FFmpeg's ENOMEM) is a MemoryError too.
         return analysis.report(ReportKind.TOO_LARGE, reason=f"decoding needs more memory than allowed: {exc}")
     except pyvips.Error as exc:
-        message = vips_message(exc)
-        kind = ReportKind.TOO_LARGE if "out of memory" in message else ReportKind.CORRUPT
-        return analysis.report(kind, reason=f"image undecodable: {message}")
+        failure = vips_refusal(exc, "image undecodable")
+        return analysis.report(failure.kind, reason=failure.reason)
     except (av.error.FFmpegError, OSError, ValueError, EOFError) as exc:
         # OSError/ValueError/EOFError: what pillow-heif and NumPy raise on damaged data.
         return analysis.report(ReportKind.CORRUPT, reason=f"undecodable: {type(exc).__name__}: {exc}")

@@ -84,8 +84,10 @@ def probe_image(path: str, limits: Limits, *, declared: bool = True) -> Probe:
         # access="sequential" makes libvips read the header only; pixels are decoded on demand.
         image = pyvips.Image.new_from_source(pyvips.Source.new_from_file(path), "", access="sequential")
     except pyvips.Error as exc:
-        kind = ReportKind.CORRUPT if declared else ReportKind.UNSUPPORTED
-        raise MediaRefused(kind, f"image header unreadable: {vips_message(exc)}") from exc
+        refused = vips_refusal(exc, "image header unreadable")
+        if refused.kind is ReportKind.CORRUPT and not declared:
+            refused = MediaRefused(ReportKind.UNSUPPORTED, refused.reason)
+        raise refused from exc
     loader = str(image.get("vips-loader"))
     if loader not in IMAGE_LOADERS:
         raise MediaRefused(ReportKind.UNSUPPORTED, f"no derivatives are made by the {loader} decoder")
@@ -181,7 +183,11 @@ def _field(image: pyvips.Image, name: str) -> Any:
     return image.get(name) if image.get_typeof(name) else None
 
 
-def vips_message(exc: pyvips.Error) -> str:
-    """libvips' own explanation: pyvips puts "unable to call ..." first and the loader's words after it."""
+def vips_refusal(exc: pyvips.Error, what: str) -> MediaRefused:
+    """A libvips error as a refusal: an allocation over the sandbox's memory ceiling is too_large
+    (some loaders allocate while reading the header), anything else corrupt."""
+    # pyvips puts "unable to call ..." first and the loader's own words after it.
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return "; ".join(lines[1:] or lines) or type(exc).__name__
+    message = "; ".join(lines[1:] or lines) or type(exc).__name__
+    kind = ReportKind.TOO_LARGE if "out of memory" in message else ReportKind.CORRUPT
+    return MediaRefused(kind, f"{what}: {message}")

@@ -12,6 +12,10 @@ file is analysed in a child process:
   fails inside the decoder (reported too_large) instead of pressing the whole machine.
 - The time limit is the parent's: a task past it gets its process killed (SIGKILL works while the
   child is stuck inside C code, where no Python-level alarm would run) and the slot is replaced.
+
+As with any `spawn` start, each child imports the parent's main module again: a script that starts
+a sandbox needs the `if __name__ == "__main__":` guard (console scripts such as `mediacache` have it).
+Close the sandbox after its callers are done: a call still waiting for a free child is not woken.
 """
 
 from __future__ import annotations
