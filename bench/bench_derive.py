@@ -108,9 +108,9 @@ def in_process_split(cover: Path, widths: tuple[int, ...], runs: int) -> dict[st
         t0 = time.perf_counter()
         found = probe(str(cover), "image/jpeg", Limits())
         t1 = time.perf_counter()
-        assert found.width is not None
-        rendered = image_thumbnails(str(cover), widths, source_width=found.width, heif_compression=None,
-                                    has_icc=found.has_icc)
+        assert found.width and found.height
+        rendered = image_thumbnails(str(cover), widths, source_width=found.width, source_height=found.height,
+                                    heif_compression=None, has_icc=found.has_icc)
         t2 = time.perf_counter()
         thumbhash_of(rendered.smallest)
         t3 = time.perf_counter()

@@ -148,3 +148,12 @@ def test_other_pixel_formats_become_8_bit_srgb_webp(tmp_path: Path) -> None:
             # from, within what CMYK's smaller gamut keeps of it (232, 30, 42). Display P3 stores
             # that red as (234, 51, 35): unconverted, it would fail the tight check.
             assert _close(_colour_at(image, 0.25, 0.25), RED, 10 if name == "p3 jpeg" else 50), name
+
+
+def test_a_strip_taller_than_webp_allows_is_narrowed_to_fit(tmp_path: Path) -> None:
+    path = makers.png(tmp_path / "strip.png", 1000, 40_000)  # a 40 MP screenshot of a long page
+    report = analyze_file(str(path), "image/png")
+    assert report.kind is ReportKind.OK, report.reason
+    assert [(d.width, d.height) for d in report.derivatives] == [(410, 16383), (320, 12800)]
+    for derivative in report.derivatives:
+        _decode(derivative)

@@ -23,9 +23,10 @@ WEBP = "image/webp"
 # effort 4 for 5% more bytes; Q75 (libwebp's default) is 25% smaller than Q80.
 WEBP_QUALITY = 75
 WEBP_EFFORT = 2
-# libvips' largest coordinate. thumbnail() fits into a width x height box and defaults the height
-# to the width (a square box); an unbounded height makes it size by width alone.
-_UNBOUNDED = 10_000_000
+# thumbnail() fits into a width x height box and defaults the height to the width (a square box),
+# so it gets WebP's largest side as the height: ordinary pictures are sized by width alone, and a
+# very tall strip comes out narrower than asked rather than unencodable (WebP stops at 16383 px).
+_UNBOUNDED = 16383
 # A video whose first this-many packets give no picture is treated as undecodable.
 _MAX_PACKETS_FOR_POSTER = 600
 
@@ -52,8 +53,8 @@ def plan_widths(widths: Iterable[int], source_width: int) -> list[int]:
     return fitting or [source_width]
 
 
-def image_thumbnails(path: str, widths: Sequence[int], *, source_width: int, heif_compression: str | None,
-                     has_icc: bool) -> Rendered:
+def image_thumbnails(path: str, widths: Sequence[int], *, source_width: int, source_height: int,
+                     heif_compression: str | None, has_icc: bool) -> Rendered:
     plan = plan_widths(widths, source_width)
     # Colour-manage only an image that embeds a profile (a Display P3 phone photo must be converted
     # to sRGB, as the profile is stripped from the WebP). Asking for it without one costs ~100 ms on
@@ -71,7 +72,7 @@ def image_thumbnails(path: str, widths: Sequence[int], *, source_width: int, hei
         # own fail_on argument (thumbnail from a file name honours it).
         first = pyvips.Image.thumbnail_source(pyvips.Source.new_from_file(path), plan[0], height=_UNBOUNDED,
                                               option_string="fail_on=error", **profile)
-    return _render_all(first, plan, "thumb")
+    return _render_all(first, plan, "thumb", (source_width, source_height))
 
 
 def _hevc_image(path: str) -> pyvips.Image:
@@ -103,7 +104,8 @@ def video_posters(container: av.container.InputContainer, widths: Sequence[int])
     if turn:
         image = image.rot(turn)
     plan = plan_widths(widths, image.width)
-    rendered = _render_all(image.thumbnail_image(plan[0], height=_UNBOUNDED), plan, "poster")
+    rendered = _render_all(image.thumbnail_image(plan[0], height=_UNBOUNDED), plan, "poster",
+                           (image.width, image.height))
     rendered.source_width, rendered.source_height = image.width, image.height
     return rendered
 
@@ -137,13 +139,19 @@ def first_frame(container: av.container.InputContainer) -> tuple[av.video.frame.
     raise MediaRefused(ReportKind.CORRUPT, "no video frame could be decoded")
 
 
-def _render_all(first: pyvips.Image, plan: list[int], kind: DerivativeKind) -> Rendered:
+def _render_all(first: pyvips.Image, plan: list[int], kind: DerivativeKind, source: tuple[int, int]) -> Rendered:
     # Decode once into memory; each smaller size is then resized from this copy, not the file.
     largest = _displayable(first).copy_memory()
     derivatives = [_webp(largest, kind)]
     smallest = largest
+    source_width, source_height = source
     for width in plan[1:]:
-        smallest = largest.thumbnail_image(width, height=_UNBOUNDED).copy_memory()
+        # The height from the source's aspect, not the copy's: the copy's own rounding (or its
+        # narrowing to WebP's 16383 px) would otherwise carry into every smaller size.
+        height = max(1, round(width * source_height / source_width))
+        if height > _UNBOUNDED or width >= largest.width:
+            continue
+        smallest = largest.thumbnail_image(width, height=height, size="force").copy_memory()
         derivatives.append(_webp(smallest, kind))
     return Rendered(derivatives, smallest)
 

@@ -52,8 +52,9 @@ class _Analysis:
             self.found = probe(self.path, self.mime, self.limits)
             if self.found.refusal is not None:
                 return self.report(self.found.refusal.kind, reason=self.found.refusal.reason)
-            assert self.found.width is not None  # probe sets the size of every image
+            assert self.found.width and self.found.height  # probe sets the size of every image
             return self.finish(image_thumbnails(self.path, self.widths, source_width=self.found.width,
+                                                source_height=self.found.height,
                                                 heif_compression=self.found.heif_compression,
                                                 has_icc=self.found.has_icc))
         # Audio and video: one open for metadata and poster; opening runs FFmpeg's stream analysis,
