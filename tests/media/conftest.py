@@ -31,6 +31,11 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Sample]:
         # Stored landscape with a display matrix turning it 90 degrees clockwise, as phones record.
         "mp4_rotated": Sample(makers.mp4(d / "phone.mp4", 640, 360, seconds=1.0, rotation=-90, audio=False),
                               "video/mp4", 360, 640, None, 1.0),
+        # iPhones record HEVC; web uploads are often VP9 in WebM.
+        "mp4_hevc": Sample(makers.mp4(d / "iphone.mp4", 480, 270, seconds=1.0, codec="libx265"),
+                           "video/mp4", 480, 270, None, 1.0),
+        "webm_vp9": Sample(makers.mp4(d / "clip.webm", 480, 270, seconds=1.0, codec="libvpx-vp9"),
+                           "video/webm", 480, 270, None, 1.0),
         "mp3": Sample(makers.mp3(d / "tone.mp3", seconds=2.5), "audio/mpeg", None, None, None, 2.5),
     }
 

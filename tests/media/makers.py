@@ -8,8 +8,11 @@ import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
+import av.audio.stream
+import av.video.stream
 import numpy as np
 import pillow_heif
 import pyvips
@@ -99,15 +102,22 @@ def apng(path: Path, width: int, height: int, frames: int) -> Path:
 
 
 def mp4(path: Path, width: int, height: int, *, seconds: float = 2.0, fps: int = 30, rotation: int | None = None,
-        audio: bool = True) -> Path:
-    """H.264 + AAC. `rotation` sets the display matrix (counter-clockwise degrees, as PyAV reads it)."""
+        audio: bool = True, codec: str = "libx264") -> Path:
+    """H.264 + AAC by default (the container follows the suffix: .webm takes libvpx-vp9 + libopus).
+
+    `rotation` sets the display matrix (counter-clockwise degrees, as PyAV reads it).
+    """
     with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps)
+        video = cast(av.video.stream.VideoStream, container.add_stream(codec, rate=fps))
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"preset": "ultrafast", "g": str(fps)}
+        video.options = _FAST.get(codec, {})
         if rotation is not None:
             video.set_display_rotation(rotation)
-        sound = container.add_stream("aac", rate=44100) if audio else None
+        webm = path.suffix == ".webm"
+        sound = None
+        if audio:
+            sound = cast(av.audio.stream.AudioStream,
+                         container.add_stream("libopus" if webm else "aac", rate=48000 if webm else 44100))
         base = np.ndarray((height, width, 3), dtype=np.uint8, buffer=quadrants(width, height).write_to_memory())
         for i in range(round(seconds * fps)):
             frame = av.VideoFrame.from_ndarray(np.roll(base, i, axis=1) if i else base, format="rgb24")
@@ -121,6 +131,13 @@ def mp4(path: Path, width: int, height: int, *, seconds: float = 2.0, fps: int =
     return path
 
 
+_FAST: dict[str, dict[str, str]] = {
+    "libx264": {"preset": "ultrafast"},
+    "libx265": {"preset": "ultrafast", "x265-params": "log-level=error"},
+    "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"},
+}
+
+
 def mp3(path: Path, *, seconds: float = 2.5) -> Path:
     with av.open(str(path), "w", format="mp3") as container:
         _tone(container, container.add_stream("libmp3lame", rate=44100), seconds)
@@ -128,7 +145,8 @@ def mp3(path: Path, *, seconds: float = 2.5) -> Path:
 
 
 def _tone(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float) -> None:
-    rate, chunk = 44100, 1024
+    # PyAV re-chunks what it is given into the encoder's frame size (1024 for AAC, 960 for Opus).
+    rate, chunk = stream.codec_context.sample_rate, 1024
     total = round(seconds * rate)
     for start in range(0, total, chunk):
         n = min(chunk, total - start)

@@ -100,8 +100,9 @@ def test_alpha_survives(samples: dict[str, Sample]) -> None:
     assert image.extract_band(3).avg() == pytest.approx(128, abs=2)
 
 
-def test_mp4_poster_has_the_videos_aspect(samples: dict[str, Sample]) -> None:
-    report = _ok(samples["mp4"])
+@pytest.mark.parametrize("name", ["mp4", "mp4_hevc", "webm_vp9"])
+def test_video_poster_has_the_videos_aspect(samples: dict[str, Sample], name: str) -> None:
+    report = _ok(samples[name])
     assert [(d.kind, d.width, d.height) for d in report.derivatives] == [("poster", 320, 180)]
     image = _decode(report.derivatives[0])
     assert _close(_colour_at(image, 0.2, 0.2), RED, 60)  # the first frame, not a later shifted one

@@ -21,16 +21,17 @@ def test_image_size_and_frames_are_read(samples: dict[str, Sample], name: str) -
     assert report.duration_s is None and report.video_codec is None and report.audio_codec is None
 
 
-@pytest.mark.parametrize("name", ["mp4", "mp4_rotated"])
-def test_video_size_duration_and_codecs_are_read(samples: dict[str, Sample], name: str) -> None:
+@pytest.mark.parametrize(("name", "video_codec", "audio_codec"), [
+    ("mp4", "h264", "aac"), ("mp4_rotated", "h264", None), ("mp4_hevc", "hevc", "aac"), ("webm_vp9", "vp9", "opus")])
+def test_video_size_duration_and_codecs_are_read(samples: dict[str, Sample], name: str, video_codec: str,
+                                                 audio_codec: str | None) -> None:
     sample = samples[name]
     report = analyze_file(str(sample.path), sample.content_type)
     assert report.kind is ReportKind.OK, report.reason
     assert report.family == "video"
     assert (report.width, report.height) == (sample.width, sample.height)
     assert report.duration_s == pytest.approx(sample.duration_s, abs=0.05)
-    assert report.video_codec == "h264"
-    assert report.audio_codec == ("aac" if name == "mp4" else None)
+    assert (report.video_codec, report.audio_codec) == (video_codec, audio_codec)
     assert report.frames is None
 
 
