@@ -110,7 +110,7 @@ def mp4(path: Path, width: int, height: int, *, seconds: float = 2.0, fps: int =
     with av.open(str(path), "w") as container:
         video = cast(av.video.stream.VideoStream, container.add_stream(codec, rate=fps))
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = _FAST.get(codec, {})
+        video.options = {**_FAST.get(codec, {})}
         if rotation is not None:
             video.set_display_rotation(rotation)
         webm = path.suffix == ".webm"
