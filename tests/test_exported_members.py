@@ -11,7 +11,7 @@ EXPECTED = {
     "AssetRecord", "BackfillReport", "BatchTooLargeError", "CacheStats", "CacheStatus", "CarouselRecord",
     "CleanupResult", "ConfigError", "DatabaseError", "ErrorKind", "FetchError", "GcReport", "ImageRecord",
     "ImageRef", "InvalidArgumentError", "InvalidURLError", "LegacyKeyProblem", "MediaCache", "MediaCacheError",
-    "NotMigratedError", "QueueStats", "QueueUnavailableError", "RecordNotFoundError", "ReconcileReport",
+    "MediaInfo", "NotMigratedError", "QueueStats", "QueueUnavailableError", "RecordNotFoundError", "ReconcileReport",
     "SlideRecord", "StorageError", "StorageUnavailableError", "TikTokMedia", "TikTokPostPage", "TikTokPostRecord",
     "TikTokProfileRecord", "UnsafeKeyError", "__version__",
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Enum, Index, Integer, MetaData, SmallInteger, String, Text, Uuid
+from sqlalchemy import BigInteger, Enum, Float, ForeignKey, Index, Integer, MetaData, SmallInteger, String, Text, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mediacache.db.columns import UTCDateTime, utcnow
@@ -47,6 +47,17 @@ class CacheAsset(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     cached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Media metadata (migration 0004), written by the derive worker after the asset is CACHED.
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    frames: Mapped[int | None] = mapped_column(Integer)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    video_codec: Mapped[str | None] = mapped_column(String(32))
+    audio_codec: Mapped[str | None] = mapped_column(String(32))
+    placeholder: Mapped[str | None] = mapped_column(String(128))
+    # NULL: not derived yet; else a MediaState value, with the reason in media_error.
+    media_state: Mapped[str | None] = mapped_column(String(16))
+    media_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_cache_assets_status", "status"),
@@ -68,3 +79,18 @@ class CacheAssetCount(Base):
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     assets: Mapped[int] = mapped_column(BigInteger, nullable=False)
     bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class CacheAssetDerivative(Base):
+    """A WebP thumbnail or poster of an asset, stored under `media/<asset id>/d/<kind>-<width>.webp`."""
+
+    __tablename__ = "cache_asset_derivatives"
+
+    asset_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("cache_assets.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer, primary_key=True)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    content_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    cache_key: Mapped[str] = mapped_column(Text, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)

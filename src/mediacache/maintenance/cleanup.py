@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from mediacache.broker.jobs import JobQueue
 from mediacache.db.columns import utcnow
+from mediacache.db.media_repository import MediaRepository
 from mediacache.db.repository import AssetRepository
 from mediacache.errors import QueueUnavailableError, StorageError
 from mediacache.records import CleanupResult
@@ -26,14 +27,17 @@ ReferencedCheck = Callable[[Sequence[uuid.UUID]], Awaitable[set[uuid.UUID]]]
 
 async def remove_settled(assets: AssetRepository, store: ObjectStore, queue: JobQueue, *, days: int,
                          referenced: ReferencedCheck | None, page_size: int = PAGE_SIZE,
-                         on_progress: Callable[[int], None] | None = None) -> CleanupResult:
+                         on_progress: Callable[[int], None] | None = None,
+                         media: MediaRepository | None = None) -> CleanupResult:
     """Removes CACHED and FAILED assets created more than `days` days ago.
 
     Pages through the candidates oldest first by (created_at, id), so each page is one short
     query and a run stopped half-way can simply be run again. With `referenced`, assets that an
     application row still points at are kept and counted. An object is deleted before its row,
     and a row whose object cannot be deleted is kept, so no row points nowhere and no object is
-    orphaned. `on_progress` hears how many candidates each page looked at.
+    orphaned; an asset's derivatives (thumbnails, posters) are deleted before its original, and their
+    rows go with the asset's (ON DELETE CASCADE). `on_progress` hears how many candidates each page
+    looked at.
     """
     cutoff = utcnow() - timedelta(days=days)
     removed = kept_referenced = not_cleaned = 0
@@ -43,10 +47,13 @@ async def remove_settled(assets: AssetRepository, store: ObjectStore, queue: Job
         keep = await referenced([asset_id for asset_id, _, _ in page]) if referenced is not None else set()
         kept_referenced += len(keep)
         deletable: list[uuid.UUID] = []
+        derived = await media.derivative_keys([i for i, _, _ in page if i not in keep]) if media else {}
         for asset_id, key, _created_at in page:
             if asset_id in keep:
                 continue
             try:
+                for derivative in sorted(derived.get(asset_id, ())):
+                    await store.delete(derivative)
                 if key:
                     await store.delete(key)
                 deletable.append(asset_id)

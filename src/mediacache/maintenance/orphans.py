@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from mediacache.db.media_repository import MediaRepository
 from mediacache.db.repository import AssetRepository
 from mediacache.errors import StorageError
 from mediacache.maintenance.reconcile import find_missing_objects
@@ -20,7 +21,8 @@ STALE_TEMPORARY_S = 3600.0
 
 def _asset_of(key: str) -> uuid.UUID | None:
     parts = key.split("/")
-    if len(parts) == 3 and parts[0] == "media":
+    # media/<id>/<attempt token><ext>, or a derivative: media/<id>/d/<kind>-<width>.webp
+    if parts[0] == "media" and (len(parts) == 3 or (len(parts) == 4 and parts[2] == "d")):
         try:
             return uuid.UUID(parts[1])
         except ValueError:
@@ -28,23 +30,31 @@ def _asset_of(key: str) -> uuid.UUID | None:
     return None
 
 
-async def collect(assets: AssetRepository, store: ObjectStore, *, dry_run: bool = True) -> GcReport:
+async def collect(assets: AssetRepository, store: ObjectStore, *, dry_run: bool = True,
+                  media: MediaRepository | None = None) -> GcReport:
     """Finds (and unless `dry_run`, deletes) orphan objects; reports rows whose object is missing.
 
     Objects live under `media/<asset id>/<attempt token><ext>`, so the database answers for each
     object which row, if any, owns it: the asset's cache_key, or the key an attempt that still holds
-    a live lease is writing. Only the `media/` prefix is listed; rows are checked by HEAD requests.
-    Legacy keys outside `media/` are never touched.
+    a live lease is writing, or for `media/<id>/d/...` a derivative row of it. Only the `media/`
+    prefix is listed; rows are checked by HEAD requests. Legacy keys outside `media/` are never touched.
     """
     orphans: list[tuple[str, int]] = []
     batch: list[tuple[uuid.UUID, str, int]] = []
 
     async def judge() -> None:
         owners = await assets.key_owners([asset_id for asset_id, _, _ in batch])
+        derived_ids = [asset_id for asset_id, key, _ in batch if key.split("/")[2] == "d"]
+        derived = await media.derivative_keys(derived_ids) if media is not None and derived_ids else {}
         for asset_id, key, size in batch:
             owner = owners.get(asset_id)
             if owner is None:
                 orphans.append((key, size))
+                continue
+            if key.split("/")[2] == "d":
+                # Without the derivative table to ask (media=None), a derivative is never judged.
+                if media is not None and key not in derived.get(asset_id, set()):
+                    orphans.append((key, size))
                 continue
             cache_key, live_token = owner
             in_flight = live_token is not None and key.split("/")[2].startswith(live_token)
