@@ -277,6 +277,40 @@ async def test_media_redirect_follows_the_thumbnail_once_made(
     assert [d["width"] for d in body["derivatives"]] == [320, 640] and body["placeholder"]
 
 
+async def test_application_records_carry_size_placeholder_and_thumbnails(
+        cache: MediaCache, start_worker: WorkerFactory, start_deriver: DeriveFactory, origin: Origin,
+        made: dict[str, Made]) -> None:
+    await start_worker()
+    await start_deriver()
+    post = await cache.save_tiktok_post(
+        tiktok_id="7301", username="maker", video_url=_serve(origin, made["mp4"]),
+        cover_url=_serve(origin, made["jpeg"]), images=[{"url": _serve(origin, made["webp"])}])
+    carousel = await cache.save_carousel(title="c", images=[{"url": _serve(origin, made["png"]), "width": 50,
+                                                             "height": 30}])
+    ids = [uuid.UUID(k) for k in (post.video_key, post.cover_key, post.images[0].image_key,
+                                  carousel.images[0].image_key) if k]
+    assert len(ids) == 4
+    await _cached_and_derived(cache, ids)
+
+    read = await cache.get_tiktok_post(post.id)
+    assert read is not None and read.cover_media is not None and read.video_media is not None
+    assert (read.cover_media.width, read.cover_media.height) == (1200, 800) and read.cover_media.placeholder
+    assert [t["width"] for t in read.cover_media.thumbnails] == [320, 640]
+    assert [p["width"] for p in read.video_media.posters] == [320] and read.video_media.thumbnails == []
+    image = read.images[0]
+    # No size saved by the application: the cached file's own.
+    assert (image.width, image.height) == (700, 700) and image.media is not None
+    assert _bare(image.media.thumbnails[0]["url"]) == _bare(
+        cache.backends.store.url(derivative_key(ids[2], "thumb", 320), ttl_s=60))
+    got = await cache.get_carousel(carousel.id)
+    assert got is not None and got.images[0].media is not None
+    assert (got.images[0].width, got.images[0].height) == (50, 30)  # what the application saved wins
+    assert got.images[0].media.width == 500 and len(got.images[0].media.thumbnails) == 1
+    with count_queries(cache) as statements:
+        await cache.get_carousel(carousel.id)
+    assert len(statements) == 4  # carousel, images, slides, and one resolution of every slot
+
+
 def _bare(url: str | None) -> str | None:
     """A URL without its query: signed links of the same object differ in their expiry second."""
     return url.split("?")[0] if url else url
