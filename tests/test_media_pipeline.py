@@ -5,6 +5,8 @@ Real Redis, database, store and origin; media generated with the libraries the c
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from mediacache.worker import CacheWorker
 from tests.media import makers
 from tests.support.api import Api
 from tests.support.origin import Origin
+from tests.support.processes import acli, spawn_worker, wait_for_log
 from tests.support.queries import count_queries
 from tests.support.services import WorkerFactory
 from tests.support.waiting import wait_until
@@ -331,3 +334,31 @@ async def _age(cache: MediaCache, asset_id: uuid.UUID) -> None:
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+async def test_derive_command_and_a_derive_only_worker_process(
+        cache: MediaCache, make_settings: Any, origin: Origin, made: dict[str, Made], tmp_path: Path) -> None:
+    settings = make_settings()
+    async with MediaCache(make_settings(derive="off")) as old, CacheWorker(old):
+        ids = await old.cache_images([_serve(origin, made["jpeg"]), _serve(origin, made["mp4"])])
+
+        async def cached() -> bool:
+            recs = [await old.get_asset(i) for i in ids]
+            return all(r is not None and r.status is CacheStatus.CACHED for r in recs)
+        await wait_until(cached, what="assets cached")
+
+    for _ in range(2):  # the second run finds the same two still waiting, and adds no job
+        queued = await acli(settings, "derive", "--missing")
+        assert queued.returncode == 0 and "queued 2 derive jobs" in queued.stdout, queued
+    assert (await cache.backends.queue.derive.counts())["waiting"] == 2
+    log = tmp_path / "derive-worker.log"
+    proc = spawn_worker(settings, log, "--queue", "derive")
+    try:
+        await wait_for_log(log, "derive worker ready", proc, timeout_s=60)
+        assert "worker ready pid" not in log.read_text().replace("derive worker ready", "")  # no cache worker
+        await _cached_and_derived(cache, ids)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+    again = await acli(settings, "derive", "--missing")
+    assert again.returncode == 0 and "queued 0 derive jobs" in again.stdout
