@@ -43,6 +43,10 @@ def test_database_url_spellings(given: str, expected: str) -> None:
     ({"MEDIACACHE_PUBLIC_BASE_URL": "ftp://x"}, "MEDIACACHE_PUBLIC_BASE_URL"),
     ({"MEDIACACHE_ALLOWED_NETWORKS": "10.0.0.0/8,banana"}, "MEDIACACHE_ALLOWED_NETWORKS"),
     ({"MEDIACACHE_STORAGE": "ftp"}, "MEDIACACHE_STORAGE"),
+    ({"MEDIACACHE_THUMB_WIDTHS": "320,big"}, "MEDIACACHE_THUMB_WIDTHS='320,big'"),
+    ({"MEDIACACHE_THUMB_WIDTHS": "0"}, "MEDIACACHE_THUMB_WIDTHS"),
+    ({"MEDIACACHE_DERIVE": "maybe"}, "MEDIACACHE_DERIVE"),
+    ({"MEDIACACHE_MAX_PIXELS": "0"}, "MEDIACACHE_MAX_PIXELS"),
 ])
 def test_bad_values_give_one_clear_error(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], needle: str) -> None:
     for k, v in env.items():
@@ -113,3 +117,14 @@ def test_signing_key_is_generated_once_and_shared(tmp_path: Path) -> None:
     key = load_signing_key(a.signing_secret, a.data_dir)
     assert len(key) == 64 and load_signing_key(b.signing_secret, b.data_dir) == key
     assert (tmp_path / "d" / "signing.key").stat().st_mode & 0o077 == 0
+
+
+def test_media_settings_default_on_with_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    # The media extra is installed in the test environment, so derivatives default to on.
+    assert s.derive_enabled and s.thumb_width_list == (320, 640)
+    assert (s.max_pixels, s.max_frames, s.derive_concurrency) == (50_000_000, 1000, 1)
+    monkeypatch.setenv("MEDIACACHE_DERIVE", "off")
+    monkeypatch.setenv("MEDIACACHE_THUMB_WIDTHS", "640, 200,640")
+    s = load_settings()
+    assert not s.derive_enabled and s.thumb_width_list == (200, 640)

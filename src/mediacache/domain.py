@@ -57,3 +57,17 @@ def parse_asset_id(value: object) -> uuid.UUID | None:
         except ValueError:
             return None
     return None
+
+
+class MediaState(StrEnum):
+    """Where an asset's metadata and derivatives stand; NULL in the row means not derived yet.
+
+    Derivative work never changes the asset's CacheStatus: a CACHED asset stays CACHED whatever this says.
+    """
+
+    PENDING = "pending"  # a derive job is queued (set by `mediacache derive`)
+    OK = "ok"
+    TOO_LARGE = "too_large"  # the header declares more pixels or frames than MEDIACACHE_MAX_PIXELS/_FRAMES
+    CORRUPT = "corrupt"  # undecodable, truncated, or the decoder crashed or timed out
+    UNSUPPORTED = "unsupported"  # a type we make no derivatives of (SVG, BMP, ...)
+    FAILED = "failed"  # our side failed (storage, database) after the job's retries

@@ -54,6 +54,34 @@ class AssetRecord(_MappingRecord):
     source_key: str | None = None
     last_requested_at: datetime | None = None
     requests: int = 1
+    # Media metadata, filled by the derive worker once the asset is CACHED (None until then, and
+    # where it does not apply: no frames for a video, no width for audio).
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    duration_s: float | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    # A ThumbHash (base64): a ~25-byte blurred preview to paint while the image loads.
+    placeholder: str | None = None
+    # None: not derived yet; else a MediaState value (ok, too_large, corrupt, unsupported, failed).
+    media_state: str | None = None
+    media_error: str | None = None
+    # `{"kind": "thumb"|"poster", "width", "height", "content_type", "url"}`, narrowest first.
+    derivatives: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MediaInfo(_MappingRecord):
+    """What a frontend needs to lay out and preview one media slot before loading it."""
+
+    width: int | None = None
+    height: int | None = None
+    placeholder: str | None = None
+    # Image thumbnails, `{"width", "height", "url"}` narrowest first; a video's posters in `posters`.
+    thumbnails: list[dict[str, Any]] = field(default_factory=list)
+    posters: list[dict[str, Any]] = field(default_factory=list)
+    duration_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +197,8 @@ class ImageRecord(_MappingRecord):
     url: str | None
     width: int | None
     height: int | None
+    # The cached asset's metadata and thumbnails (width/height above are what the application saved).
+    media: MediaInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +211,7 @@ class TikTokProfileRecord(_MappingRecord):
     avatar_url: str | None
     created_at: datetime
     updated_at: datetime
+    avatar_media: MediaInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +230,9 @@ class TikTokPostRecord(_MappingRecord):
     images: list[ImageRecord]
     created_at: datetime
     updated_at: datetime
+    video_media: MediaInfo | None = None
+    cover_media: MediaInfo | None = None
+    music_media: MediaInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +249,7 @@ class SlideRecord(_MappingRecord):
     text: str | None
     background_image_key: str | None
     background_image_url: str | None
+    background_image_media: MediaInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +263,7 @@ class CarouselRecord(_MappingRecord):
     slides: list[SlideRecord]
     created_at: datetime
     updated_at: datetime
+    author_avatar_media: MediaInfo | None = None
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -19,9 +20,10 @@ from mediacache.broker.owner import DatabaseIdentity, Role, database_display_url
 from mediacache.db.columns import utcnow
 from mediacache.db.engine import create_engine
 from mediacache.db.instance import instance_id
+from mediacache.db.media_repository import DerivativeRow, MediaRepository, MediaResolvable
 from mediacache.db.repository import AssetRepository, Request
 from mediacache.db.schema import check_migrated
-from mediacache.domain import CacheStatus, parse_asset_id
+from mediacache.domain import CacheStatus, MediaState, parse_asset_id
 from mediacache.errors import (
     BatchTooLargeError,
     DatabaseError,
@@ -45,6 +47,7 @@ from mediacache.records import (
     CleanupResult,
     GcReport,
     ImageRef,
+    MediaInfo,
     QueueStats,
     ReconcileReport,
     TikTokMedia,
@@ -78,6 +81,7 @@ class Backends:
         self.assets = AssetRepository(self.engine, settings.database_display, settings.webhook_url_list,
                                       content_dedup=settings.dedup)
         self.outbox = OutboxRepository(self.engine, settings.database_display)
+        self.media = MediaRepository(self.engine, settings.database_display)
         self.store: ObjectStore = open_store(settings)
         self._queue: JobQueue | None = None
         self._bus: EventBus | None = None
@@ -125,6 +129,14 @@ class Backends:
             self._queue = None
         await self.store.close()
         await self.engine.dispose()
+
+
+def pick_derivative(derivatives: Sequence[DerivativeRow], kind: str, width: int | None) -> DerivativeRow | None:
+    """The narrowest derivative of `kind` at least `width` wide; without a width, the widest."""
+    fitting = [d for d in derivatives if d.kind == kind and (width is None or d.width >= width)]
+    if not fitting:
+        return None
+    return min(fitting, key=lambda d: d.width) if width is not None else max(fitting, key=lambda d: d.width)
 
 
 class MediaCache:
@@ -273,14 +285,19 @@ class MediaCache:
 
     # ---- resolution ----------------------------------------------------------------------
 
-    async def get_url(self, value: str | uuid.UUID | None, original_url: str | None = None) -> str | None:
-        return (await self.get_urls([value], [original_url]))[0]
+    async def get_url(self, value: str | uuid.UUID | None, original_url: str | None = None, *,
+                      width: int | None = None, poster: bool = False) -> str | None:
+        return (await self.get_urls([value], [original_url], width=width, poster=poster))[0]
 
     async def get_urls(self, values: Sequence[str | uuid.UUID | None],
-                       original_urls: Sequence[str | None] | None = None, *,
-                       legacy_must_exist: bool = False) -> list[str | None]:
+                       original_urls: Sequence[str | None] | None = None, *, width: int | None = None,
+                       poster: bool = False, legacy_must_exist: bool = False) -> list[str | None]:
         """Resolves many values with one database query: a CACHED asset gives its storage URL, any
         other asset its original URL, a legacy storage key its storage URL, nothing the original.
+
+        With `width`, a CACHED asset gives its narrowest thumbnail at least that wide, and the
+        original where it has none (not made yet, refused, not an image, or all narrower); with
+        `poster`, a video's poster instead (the widest one unless `width` is given).
 
         With `legacy_must_exist` (what the HTTP API asks for, since its callers name keys
         freely), a legacy key is signed only when an object is stored under it: one HEAD per
@@ -291,19 +308,32 @@ class MediaCache:
             raise InvalidArgumentError(
                 f"get_urls got {len(values)} values but {len(original_urls)} original URLs; give one "
                 "original URL (or None) per value")
+        if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+            raise InvalidArgumentError(f"get_urls(width={width!r}): width must be a whole number of pixels, 1 or more")
         originals = list(original_urls) if original_urls is not None else [None] * len(values)
         parsed = [parse_asset_id(v) for v in values]
-        assets = await self._backends.assets.resolvables([p for p in parsed if p is not None])
+        ids = [p for p in parsed if p is not None]
+        sized = width is not None or poster
+        # Without a size the lean query; with one, the same single query joined to the derivatives.
+        assets: Mapping[uuid.UUID, Any] = (await self._backends.media.resolvables(ids) if sized
+                                           else await self._backends.assets.resolvables(ids))
+        legacy = {str(v) for v, p in zip(values, parsed, strict=True) if p is None and v}
+        stored = await stored_keys(self._backends.store, legacy) if legacy_must_exist else legacy
+        return self._urls(values, parsed, originals, assets, stored,
+                          kind="poster" if poster else "thumb", width=width, sized=sized)
+
+    def _urls(self, values: Sequence[str | uuid.UUID | None], parsed: Sequence[uuid.UUID | None],
+              originals: Sequence[str | None], assets: Mapping[uuid.UUID, Any], stored: set[str], *, kind: str,
+              width: int | None, sized: bool) -> list[str | None]:
         store = self._backends.store
         ttl_s = self.settings.url_ttl_s
-        legacy = {str(v) for v, p in zip(values, parsed, strict=True) if p is None and v}
-        stored = await stored_keys(store, legacy) if legacy_must_exist else legacy
         out: list[str | None] = []
         for value, asset_id, original in zip(values, parsed, originals, strict=True):
             if asset_id is not None:
                 asset = assets.get(asset_id)
                 if asset is not None and asset.status is CacheStatus.CACHED and asset.cache_key:
-                    out.append(store.url(asset.cache_key, ttl_s=ttl_s))
+                    chosen = pick_derivative(asset.derivatives, kind, width) if sized else None
+                    out.append(store.url(chosen.cache_key if chosen else asset.cache_key, ttl_s=ttl_s))
                 else:
                     out.append(original or (asset.original_url if asset else None))
             elif value and str(value) in stored:
@@ -323,9 +353,49 @@ class MediaCache:
         except UnsafeKeyError:
             return False
 
+    async def resolve_media(self, values: Sequence[str | uuid.UUID | None],
+                            original_urls: Sequence[str | None]) -> list[tuple[str | None, MediaInfo | None]]:
+        """Like get_urls, with each slot's metadata and thumbnail URLs (None for legacy keys and
+        assets not derived yet); one database query for any number of values."""
+        if len(original_urls) != len(values):
+            raise InvalidArgumentError(
+                f"resolve_media got {len(values)} values but {len(original_urls)} original URLs; give one "
+                "original URL (or None) per value")
+        parsed = [parse_asset_id(v) for v in values]
+        assets = await self._backends.media.resolvables([p for p in parsed if p is not None])
+        legacy = {str(v) for v, p in zip(values, parsed, strict=True) if p is None and v}
+        urls = self._urls(values, parsed, original_urls, assets, legacy, kind="thumb", width=None, sized=False)
+        out: list[tuple[str | None, MediaInfo | None]] = []
+        for url, asset_id in zip(urls, parsed, strict=True):
+            asset = assets.get(asset_id) if asset_id is not None else None
+            out.append((url, self._media_info(asset) if asset is not None else None))
+        return out
+
+    def _media_info(self, asset: MediaResolvable) -> MediaInfo | None:
+        if asset.status is not CacheStatus.CACHED or asset.media_state is None:
+            return None
+        m = asset.metadata
+        links = [{"width": d.width, "height": d.height, "url": self._derivative_url(d)} for d in asset.derivatives]
+        kinds = [d.kind for d in asset.derivatives]
+        return MediaInfo(width=m.width, height=m.height, placeholder=m.placeholder, duration_s=m.duration_s,
+                         thumbnails=[x for x, k in zip(links, kinds, strict=True) if k == "thumb"],
+                         posters=[x for x, k in zip(links, kinds, strict=True) if k == "poster"])
+
+    def _derivative_url(self, d: DerivativeRow) -> str:
+        return self._backends.store.url(d.cache_key, ttl_s=self.settings.url_ttl_s)
+
     async def get_asset(self, asset_id: str | uuid.UUID) -> AssetRecord | None:
+        """The asset's record, with its metadata and derivatives (each with a URL to fetch it by)."""
         parsed = parse_asset_id(asset_id)
-        return None if parsed is None else await self._backends.assets.get(parsed)
+        if parsed is None:
+            return None
+        rec = await self._backends.assets.get(parsed)
+        if rec is None or rec.media_state is None:
+            return rec
+        rows = (await self._backends.media.derivatives_of([parsed])).get(parsed, [])
+        return dataclasses.replace(rec, derivatives=[
+            {"kind": d.kind, "width": d.width, "height": d.height, "content_type": d.content_type,
+             "url": self._derivative_url(d)} for d in rows])
 
     async def get_assets(self, asset_ids: Sequence[str | uuid.UUID]) -> dict[uuid.UUID, AssetRecord]:
         """The records of the assets that exist among `asset_ids`, in one query; others are left out."""
@@ -412,7 +482,35 @@ class MediaCache:
             raise InvalidArgumentError(f"cleanup(days={days!r}): days must be a whole number, 0 or more")
         return await cleanup.remove_settled(
             self._backends.assets, self._backends.store, self._backends.queue, days=days,
-            referenced=None if include_referenced else self._apps.referenced, on_progress=on_progress)
+            referenced=None if include_referenced else self._apps.referenced, on_progress=on_progress,
+            media=self._backends.media)
+
+    async def derive(self, *, missing: bool = True, since_days: float | None = None, batch_size: int = 500,
+                     on_progress: Callable[[int], None] | None = None) -> int:
+        """Queues derive jobs for CACHED images, videos and audio; returns how many were queued.
+
+        `missing`: only assets without metadata (cached before derivatives existed, or whose job was
+        lost); otherwise every one, to make them again (after changing MEDIACACHE_THUMB_WIDTHS).
+        `since_days`: only assets cached in the last that many days. Pages by asset id, one addBulk
+        per page; a job id is its asset id, so running it again queues nothing twice.
+        """
+        if since_days is not None and since_days < 0:
+            raise InvalidArgumentError(f"derive(since_days={since_days!r}): give 0 or more days, or None for all")
+        since = utcnow() - timedelta(days=since_days) if since_days is not None else None
+        media, queue = self._backends.media, self._backends.queue.derive
+        queued = 0
+        after: uuid.UUID | None = None
+        while ids := await media.derive_candidates(after=after, limit=batch_size, missing_only=missing, since=since):
+            after = ids[-1]
+            if not missing:
+                await queue.remove(ids)  # a failed job of the same id would swallow the add
+            # Pending before the add: a job that finishes at once then writes its state after ours.
+            await media.set_state(ids, MediaState.PENDING)
+            await queue.add_bulk(ids)
+            queued += len(ids)
+            if on_progress is not None:
+                on_progress(len(ids))
+        return queued
 
     async def trim(self, max_bytes: int) -> int:
         """Removes the least recently requested assets that no application row references until
@@ -439,7 +537,8 @@ class MediaCache:
     async def collect_garbage(self, *, dry_run: bool = True) -> GcReport:
         """Finds (and unless `dry_run`, deletes) stored objects that no asset owns; reports assets
         whose object is missing (see `maintenance.orphans`)."""
-        return await orphans.collect(self._backends.assets, self._backends.store, dry_run=dry_run)
+        return await orphans.collect(self._backends.assets, self._backends.store, dry_run=dry_run,
+                                     media=self._backends.media)
 
     # ---- figures for the HTTP service's dashboard and metrics ----------------------------
 

@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = _var("MEDIACACHE_WEBHOOK_BACKOFF_MAX_S", 600.0, gt=0)
     webhook_poll_s: float = _var("MEDIACACHE_WEBHOOK_POLL_S", 2.0, gt=0)
 
+    # Media: metadata, placeholders and WebP derivatives on the media-derive queue.
+    derive: Literal["on", "off"] | None = _var("MEDIACACHE_DERIVE", None)
+    thumb_widths: str = _var("MEDIACACHE_THUMB_WIDTHS", "320,640")
+    max_pixels: int = _var("MEDIACACHE_MAX_PIXELS", 50_000_000, ge=1)
+    max_frames: int = _var("MEDIACACHE_MAX_FRAMES", 1000, ge=1)
+    derive_concurrency: int = _var("MEDIACACHE_DERIVE_CONCURRENCY", 1, ge=1, le=64)
+
     # Output.
     log_format: Literal["text", "json"] = _var("MEDIACACHE_LOG_FORMAT", "text")
 
@@ -100,7 +107,7 @@ class Settings(BaseSettings):
     @field_validator("redis_url", "database_url", "redis_password", "r2_secret_access_key", "signing_secret",
                      "api_token", "webhook_secret",
                      "r2_account_id", "r2_access_key_id", "r2_bucket_name", "r2_public_url",
-                     "s3_endpoint_url", "s3_region", "storage", mode="before")
+                     "s3_endpoint_url", "s3_region", "storage", "derive", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         # `REDIS_PASSWORD=` in a .env file (as in the original design's example .env) means "no password".
@@ -190,6 +197,17 @@ class Settings(BaseSettings):
     def source_key_rules(self) -> SourceKeyRules:
         return SourceKeyRules.parse(self.dedup_ignore_params)
 
+    @property
+    def derive_enabled(self) -> bool:
+        """MEDIACACHE_DERIVE, or when unset: on exactly when the `media` extra is installed."""
+        if self.derive is not None:
+            return self.derive == "on"
+        return media_extra_installed()
+
+    @property
+    def thumb_width_list(self) -> tuple[int, ...]:
+        return tuple(sorted({int(part) for part in self.thumb_widths.split(",") if part.strip()}))
+
     def check(self) -> Settings:
         """Cross-field checks; raises ConfigError naming the variable, the value and the fix."""
         self.sqlalchemy_url  # noqa: B018 - validates DATABASE_URL
@@ -216,6 +234,19 @@ class Settings(BaseSettings):
                 f"MEDIACACHE_ALLOWED_NETWORKS={self.allowed_networks!r} is not a comma-separated list of "
                 f"CIDR networks ({exc}); write it like 10.0.0.0/8,127.0.0.2/32") from exc
         self._check_webhooks()
+
+        try:
+            widths = self.thumb_width_list
+        except ValueError:
+            widths = ()
+        if not widths or not all(16 <= w <= 4096 for w in widths):
+            raise ConfigError(
+                f"MEDIACACHE_THUMB_WIDTHS={self.thumb_widths!r} is not a comma-separated list of widths in "
+                "pixels from 16 to 4096; write it like 320,640")
+        if self.derive == "on" and not media_extra_installed():
+            raise ConfigError(
+                "MEDIACACHE_DERIVE=on, but the media libraries are not installed; install them with "
+                "pip install 'mediacache[media]' or set MEDIACACHE_DERIVE=off")
         return self
 
     def _check_parses(self) -> None:
@@ -263,6 +294,13 @@ class Settings(BaseSettings):
                 yield name, self.redis_display
             else:
                 yield name, value
+
+
+def media_extra_installed() -> bool:
+    """True when the `media` extra's decoders can be imported (checked without importing them)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("pyvips", "av", "pillow_heif", "thash"))
 
 
 def normalize_database_url(url: str) -> str:

@@ -52,12 +52,14 @@ class Origin:
     /status/{code}               that status with a short text body
     /slow/{n}.mp4?size=B&chunk=C&delay_ms=D   video/mp4, C bytes every D ms
     /hang                        headers, then nothing until the client gives up
+    /file/{name}                 bytes registered with `serve_file` (generated media)
     """
 
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[tuple[float, str]] = field(default_factory=list)
     _counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    _files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
     _thread: threading.Thread | None = None
@@ -68,6 +70,11 @@ class Origin:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    def serve_file(self, name: str, data: bytes, content_type: str) -> str:
+        """Serves `data` at /file/{name}; returns its URL."""
+        self._files[name] = (data, content_type)
+        return self.url(f"/file/{name}")
 
     def hits(self, path_prefix: str) -> list[float]:
         return [t for t, p in list(self.requests) if p.startswith(path_prefix)]
@@ -165,6 +172,10 @@ class Origin:
                 return True
             data = body("media", 1, 2048)
             writer.write(_head(200, "image/jpeg", len(data)) + (b"" if head_only else data))
+            return True
+        if route == "file" and len(segments) == 2 and segments[1] in self._files:
+            data, ctype = self._files[segments[1]]
+            writer.write(_head(200, ctype, len(data)) + (b"" if head_only else data))
             return True
         if route == "status" and len(segments) == 2:
             code = int(segments[1])

@@ -33,8 +33,10 @@ log = logging.getLogger("mediacache.api")
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
-def create_app(settings: Settings, *, run_worker: bool = True, exposed: bool = False) -> FastAPI:
-    """The HTTP service. With `run_worker`, a CacheWorker runs in the same process and event loop.
+def create_app(settings: Settings, *, run_worker: bool = True, run_derive: bool = False,
+               exposed: bool = False) -> FastAPI:
+    """The HTTP service. With `run_worker`, a CacheWorker runs in the same process and event loop;
+    with `run_derive` too (and MEDIACACHE_DERIVE on), a DeriveWorker beside it.
 
     `exposed` says the server listens beyond loopback: reads then need the token too, unless
     MEDIACACHE_API_TOKEN_READS says otherwise.
@@ -47,6 +49,7 @@ def create_app(settings: Settings, *, run_worker: bool = True, exposed: bool = F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cache = MediaCache(settings)
         worker = None
+        deriver = None
         try:
             await cache.check_migrated()
             if run_worker:
@@ -54,6 +57,11 @@ def create_app(settings: Settings, *, run_worker: bool = True, exposed: bool = F
 
                 worker = CacheWorker(cache)
                 await worker.start()
+            if run_worker and run_derive and settings.derive_enabled:
+                from mediacache.media.worker import DeriveWorker
+
+                deriver = DeriveWorker(cache)
+                await deriver.start()
             app.state.cache = cache
             # Start-up objects live as long as the process; frozen, full garbage collections
             # stop walking them (each walk stalled requests for about 35 ms).
@@ -64,6 +72,8 @@ def create_app(settings: Settings, *, run_worker: bool = True, exposed: bool = F
             app.state.startup_error = exc
             raise
         finally:
+            if deriver is not None:
+                await deriver.stop()
             if worker is not None:
                 await worker.stop()
             await cache.close()

@@ -6,16 +6,16 @@ import hashlib
 import mimetypes
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from mediacache.api.deps import CacheDep
 from mediacache.api.errors import ApiError
 from mediacache.api.ranges import ByteRange, parse_range
 from mediacache.api.schemas import ErrorResponse
-from mediacache.domain import CacheStatus
+from mediacache.domain import CacheStatus, MediaState
 from mediacache.errors import RangeNotSatisfiableError, UnsafeKeyError
 from mediacache.service import MediaCache
 from mediacache.storage.local import LocalStore
@@ -41,15 +41,24 @@ def redirect_max_age_s(url_ttl_s: int) -> int:
 
 @router.get("/media/{asset_id}", status_code=302, response_class=RedirectResponse,
             responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
-async def media(asset_id: uuid.UUID, cache: CacheDep) -> Response:
-    """Redirects to the stored copy once CACHED, else to the original URL; for `<img src>` and `<video src>`."""
+async def media(asset_id: uuid.UUID, cache: CacheDep,
+                w: Annotated[int | None, Query(ge=1, le=16383, description="narrowest thumbnail this wide")] = None,
+                poster: Annotated[bool, Query(description="a video's poster frame")] = False) -> Response:
+    """Redirects to the stored copy once CACHED, else to the original URL; for `<img src>` and `<video src>`.
+
+    `?w=320`: the narrowest WebP thumbnail at least 320 px wide, the original where there is none;
+    `?poster=1`: a video's poster (with `w`, the narrowest at least that wide).
+    """
     rec = await cache.get_asset(asset_id)
     if rec is None:
         raise ApiError(404, "not_found", f"no asset with id {asset_id}")
-    url = await cache.get_url(asset_id, rec.original_url)
+    url = await cache.get_url(asset_id, rec.original_url, width=w, poster=poster)
     if url is None:  # removed between the two reads
         raise ApiError(404, "not_found", f"no asset with id {asset_id}")
-    if rec.status is CacheStatus.CACHED:
+    if (w is not None or poster) and rec.media_state in (None, MediaState.PENDING.value):
+        # A size was asked for before it was made: ask again, to switch to it once it exists.
+        cache_control = "no-store"
+    elif rec.status is CacheStatus.CACHED:
         cache_control = f"private, max-age={redirect_max_age_s(cache.settings.url_ttl_s)}"
     else:
         # Not stored yet: the next request must ask again, to switch to the copy once it exists.

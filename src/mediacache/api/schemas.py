@@ -76,6 +76,25 @@ class AssetResponse(BaseModel):
     cached_at: datetime | None
     last_requested_at: datetime | None = None
     requests: int = 1
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = Field(default=None, description="frames of an animated image, 1 for a still")
+    duration_s: float | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    placeholder: str | None = Field(default=None, description="a ThumbHash, base64-encoded")
+    media_state: str | None = Field(
+        default=None, description="null until derived; pending, ok, too_large, corrupt, unsupported or failed")
+    media_error: str | None = None
+    derivatives: list[DerivativeBody] = Field(default_factory=list)
+
+
+class DerivativeBody(BaseModel):
+    kind: str = Field(description="thumb (an image's) or poster (a video's first frame)")
+    width: int
+    height: int
+    content_type: str
+    url: str
 
 
 class ResolveRequest(_Strict):

@@ -1,6 +1,6 @@
 """AppTables: the application tables' use cases, a part that MediaCache delegates to.
 
-It uses the asset use cases only through MediaCache's public methods (`cache_images`, `get_urls`,
+It uses the asset use cases only through MediaCache's public methods (`cache_images`, `resolve_media`,
 `get_assets`); its own queries live in `apptables.repository` and `apptables.refs_repository`.
 """
 
@@ -21,6 +21,7 @@ from mediacache.records import (
     BackfillReport,
     CarouselRecord,
     ImageRecord,
+    MediaInfo,
     SlideRecord,
     TikTokPostPage,
     TikTokPostRecord,
@@ -62,6 +63,15 @@ def _field(row: Row | None, name: str) -> Any:
 def _previous(rows: Sequence[Row], i: int, url_field: str, key_field: str) -> tuple[str | None, str | None]:
     """The (original URL, key) that position `i` held before this save, if it existed."""
     return (rows[i][url_field], rows[i][key_field]) if i < len(rows) else (None, None)
+
+
+def _image(row: Row, url: str | None, media: MediaInfo | None) -> ImageRecord:
+    """An image slot: the size the application saved, else the one the cached file has."""
+    width, height = row["width"], row["height"]
+    if (width is None or height is None) and media is not None:
+        width, height = media.width, media.height
+    return ImageRecord(position=row["position"], image_key=row["image_key"], url=url, width=width, height=height,
+                       media=media)
 
 
 def _dimension(image: Mapping[str, Any], name: str) -> int | None:
@@ -173,22 +183,24 @@ class AppTables:
         slots = [({m: r.add(row[f"{m}_key"], row[f"{m}_original_url"]) for m in ("video", "cover", "music")},
                   r.add(row["avatar_key"], row["avatar_original_url"]),
                   [r.add(img["image_key"], img["original_url"]) for img in row["images"]]) for row in rows]
-        urls = await self._cache.get_urls(r.values, r.originals)
+        resolved = await self._cache.resolve_media(r.values, r.originals)
+        urls = [url for url, _ in resolved]
+        info = [media for _, media in resolved]
         out = []
         for row, (media, avatar, images) in zip(rows, slots, strict=True):
             profile = TikTokProfileRecord(
                 id=row["profile_id"], username=row["username"], tiktok_user_id=row["tiktok_user_id"],
                 nickname=row["nickname"], avatar_key=row["avatar_key"], avatar_url=urls[avatar],
-                created_at=row["profile_created_at"], updated_at=row["profile_updated_at"])
+                created_at=row["profile_created_at"], updated_at=row["profile_updated_at"],
+                avatar_media=info[avatar])
             out.append(TikTokPostRecord(
                 id=row["id"], tiktok_id=row["tiktok_id"], description=row["description"], posted_at=row["posted_at"],
                 profile=profile, video_key=row["video_key"], video_url=urls[media["video"]],
                 cover_key=row["cover_key"], cover_url=urls[media["cover"]], music_key=row["music_key"],
                 music_url=urls[media["music"]],
-                images=[ImageRecord(position=img["position"], image_key=img["image_key"], url=urls[i],
-                                    width=img["width"], height=img["height"])
-                        for img, i in zip(row["images"], images, strict=True)],
-                created_at=row["created_at"], updated_at=row["updated_at"]))
+                images=[_image(img, urls[i], info[i]) for img, i in zip(row["images"], images, strict=True)],
+                created_at=row["created_at"], updated_at=row["updated_at"], video_media=info[media["video"]],
+                cover_media=info[media["cover"]], music_media=info[media["music"]]))
         return out
 
     # ---- carousels -----------------------------------------------------------------------
@@ -246,15 +258,17 @@ class AppTables:
         avatar = r.add(row["author_avatar_key"], row["author_avatar_original_url"])
         images = [r.add(i["image_key"], i["original_url"]) for i in row["images"]]
         slides = [r.add(s["background_image_key"], s["background_image_original_url"]) for s in row["slides"]]
-        urls = await self._cache.get_urls(r.values, r.originals)
+        resolved = await self._cache.resolve_media(r.values, r.originals)
+        urls = [url for url, _ in resolved]
+        info = [media for _, media in resolved]
         return CarouselRecord(
             id=row["id"], title=row["title"], author_name=row["author_name"],
             author_avatar_key=row["author_avatar_key"], author_avatar_url=urls[avatar],
-            images=[ImageRecord(position=i["position"], image_key=i["image_key"], url=urls[n], width=i["width"],
-                                height=i["height"]) for i, n in zip(row["images"], images, strict=True)],
+            images=[_image(i, urls[n], info[n]) for i, n in zip(row["images"], images, strict=True)],
             slides=[SlideRecord(position=s["position"], text=s["text"], background_image_key=s["background_image_key"],
-                                background_image_url=urls[n]) for s, n in zip(row["slides"], slides, strict=True)],
-            created_at=row["created_at"], updated_at=row["updated_at"])
+                                background_image_url=urls[n], background_image_media=info[n])
+                    for s, n in zip(row["slides"], slides, strict=True)],
+            created_at=row["created_at"], updated_at=row["updated_at"], author_avatar_media=info[avatar])
 
     # ---- legacy keys -------------------------------------------------------------------
 

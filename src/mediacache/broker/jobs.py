@@ -14,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from mediacache.broker.derive_jobs import DeriveQueue
 from mediacache.broker.owner import Binding, DatabaseIdentity, Role, claim_queue_owner
 from mediacache.errors import QueueUnavailableError
 from mediacache.records import QueueStats
@@ -72,6 +73,14 @@ class JobQueue:
             decode_responses=True, retry=Retry(NoBackoff(), 1), health_check_interval=30, **conn)
         self._client = aioredis.Redis.from_pool(pool)
         self._queue = Queue(QUEUE_NAME, {"connection": self._client, "prefix": settings.queue_prefix})
+        self._derive: DeriveQueue | None = None
+
+    @property
+    def derive(self) -> DeriveQueue:
+        """The media-derive queue, on this queue's Redis client (created on first use)."""
+        if self._derive is None:
+            self._derive = DeriveQueue(self.settings, self._client)
+        return self._derive
 
     @property
     def bullmq(self) -> Queue:
@@ -180,5 +189,7 @@ class JobQueue:
             raise self._unavailable(exc, "checking the connection") from exc
 
     async def close(self) -> None:
+        if self._derive is not None:
+            await self._derive.close()
         await self._queue.close()
         await self._client.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import json
 import logging
 import signal
@@ -47,6 +48,10 @@ def _print_version(value: bool) -> None:
 def _root(version: Annotated[bool, typer.Option(
         "--version", callback=_print_version, is_eager=True, help="Print the version and exit")] = False) -> None:
     """Background media cache: remote URLs in, durable copies in object storage out."""
+class WorkerQueue(enum.StrEnum):
+    ALL = "all"
+    CACHE = "cache"
+    DERIVE = "derive"
 
 
 LogFormatOption = Annotated[LogFormat | None, typer.Option(
@@ -81,10 +86,16 @@ def worker(
         int | None, typer.Option(min=1, help="Jobs at a time (default MEDIACACHE_CONCURRENCY, 16)")] = None,
     reload: Annotated[bool, typer.Option(help="Restart when the code changes (development)")] = False,
     processes: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (one per core)")] = 1,
+    queue: Annotated[WorkerQueue, typer.Option(
+        help="cache (downloads), derive (thumbnails and metadata) or all (both, when MEDIACACHE_DERIVE is on)")
+    ] = WorkerQueue.ALL,
     log_format: LogFormatOption = None,
 ) -> None:
     """Runs a worker that downloads queued media into storage until SIGTERM or Ctrl-C."""
     settings = _settings()
+    if queue is WorkerQueue.DERIVE and not settings.derive_enabled:
+        raise MediaCacheError("`mediacache worker --queue derive` needs MEDIACACHE_DERIVE=on and the media "
+                              "libraries (pip install 'mediacache[media]')")
     if reload:
         _reload_worker(concurrency, log_format)
         return
@@ -93,8 +104,8 @@ def worker(
         from mediacache.worker.supervisor import supervise
 
         raise typer.Exit(supervise(concurrency, processes, settings.shutdown_grace_s,
-                                   log_format=log_format or settings.log_format))
-    _run(lambda: _worker_main(settings, concurrency))
+                                   log_format=log_format or settings.log_format, queue=queue.value))
+    _run(lambda: _worker_main(settings, concurrency, queue))
 
 
 @app.command()
@@ -136,7 +147,7 @@ async def _serve_main(settings: Settings, host: str, port: int, run_worker: bool
         sock = bind(host, port)
     except OSError as exc:
         raise MediaCacheError(f"cannot listen on {host}:{port} ({exc}); choose another --port or --host") from exc
-    app = create_app(settings, run_worker=run_worker, exposed=not is_loopback(host))
+    app = create_app(settings, run_worker=run_worker, run_derive=run_worker, exposed=not is_loopback(host))
     async with serving(app, sock) as running:
         log.info("serving on %s (worker %s); dashboard at %s/", running.url,
                  "in process" if run_worker else "off", running.url)
@@ -147,7 +158,8 @@ async def _serve_main(settings: Settings, host: str, port: int, run_worker: bool
     log.info("server stopped")
 
 
-async def _worker_main(settings: Settings, concurrency: int | None) -> None:
+async def _worker_main(settings: Settings, concurrency: int | None,
+                       queue: WorkerQueue = WorkerQueue.ALL) -> None:
     from mediacache.service import MediaCache
     from mediacache.worker import CacheWorker
 
@@ -156,11 +168,19 @@ async def _worker_main(settings: Settings, concurrency: int | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with MediaCache(settings) as cache:
-        w = CacheWorker(cache, concurrency=concurrency)
-        await w.start()
+        workers: list[Any] = []
+        if queue is not WorkerQueue.DERIVE:
+            workers.append(CacheWorker(cache, concurrency=concurrency))
+        if queue is not WorkerQueue.CACHE and settings.derive_enabled:
+            from mediacache.media.worker import DeriveWorker
+
+            # Its own small concurrency (MEDIACACHE_DERIVE_CONCURRENCY); --concurrency is the downloads'.
+            workers.append(DeriveWorker(cache, concurrency=concurrency if queue is WorkerQueue.DERIVE else None))
+        for w in workers:
+            await w.start()
         await stop.wait()
         logging.getLogger("mediacache.worker").info("stopping: finishing or handing back held jobs")
-        await w.stop()
+        await asyncio.gather(*(w.stop() for w in workers))
     logging.getLogger("mediacache.worker").info("worker stopped")
 
 
@@ -389,6 +409,26 @@ def backfill_legacy_keys(
     for problem in report["problems"]:
         out.print(f"left alone: {problem.table}.{problem.column} row {problem.row_id} key {problem.key!r}: "
                   f"{problem.reason}", soft_wrap=True, highlight=False, markup=False)
+
+
+@app.command()
+def derive(
+    missing: Annotated[bool, typer.Option(
+        "--missing", help="Only assets without metadata yet (else every cached image, video and audio again)")] = False,
+    since: Annotated[float | None, typer.Option(
+        "--since", min=0, help="Only assets cached in the last DAYS days", metavar="DAYS")] = None,
+) -> None:
+    """Queues metadata, placeholder and thumbnail jobs (media-derive) for cached assets, a batch at a time.
+
+    Safe to stop and to run again: a job id is its asset's id, so nothing is queued twice.
+    """
+    async def main() -> int:
+        from mediacache.service import MediaCache
+
+        async with MediaCache(_settings()) as mc:
+            with _progress("queueing derive jobs", (await mc.cache_stats()).cached) as advance:
+                return await mc.derive(missing=missing, since_days=since, on_progress=advance)
+    out.print(f"queued {_run(main)} derive jobs on media-derive")
 
 
 @app.command()

@@ -9,6 +9,8 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Enum,
+    Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -70,6 +72,17 @@ class CacheAsset(Base):
     # usage report counts the downloads deduplication saved from the latter.
     last_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
     requests: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
+    # Media metadata (migration 0004), written by the derive worker after the asset is CACHED.
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    frames: Mapped[int | None] = mapped_column(Integer)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    video_codec: Mapped[str | None] = mapped_column(String(32))
+    audio_codec: Mapped[str | None] = mapped_column(String(32))
+    placeholder: Mapped[str | None] = mapped_column(String(128))
+    # NULL: not derived yet; else a MediaState value, with the reason in media_error.
+    media_state: Mapped[str | None] = mapped_column(String(16))
+    media_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_cache_assets_status", "status"),
@@ -140,3 +153,18 @@ class MediacacheInstance(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
     __table_args__ = (CheckConstraint("singleton = 1", name="one_row"),)
+
+
+class CacheAssetDerivative(Base):
+    """A WebP thumbnail or poster of an asset, stored under `media/<asset id>/d/<kind>-<width>.webp`."""
+
+    __tablename__ = "cache_asset_derivatives"
+
+    asset_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("cache_assets.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer, primary_key=True)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    content_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    cache_key: Mapped[str] = mapped_column(Text, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)

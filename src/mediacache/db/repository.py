@@ -71,7 +71,8 @@ class Resolvable:
 
 
 _STATUS_BY_VALUE = {s.value: s for s in CacheStatus}
-_RECORD_COLUMNS = [_t.c[f.name] for f in fields(AssetRecord)]
+# `derivatives` is a list read from its own table (db.media_repository), not a column.
+_RECORD_COLUMNS = [_t.c[f.name] for f in fields(AssetRecord) if f.name != "derivatives"]
 
 
 def _status_in(*statuses: CacheStatus) -> ColumnElement[bool]:

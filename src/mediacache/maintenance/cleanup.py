@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from mediacache.broker.jobs import JobQueue
 from mediacache.db.columns import utcnow
+from mediacache.db.media_repository import MediaRepository
 from mediacache.db.repository import AssetRepository
 from mediacache.errors import QueueUnavailableError, StorageError
 from mediacache.records import CleanupResult
@@ -65,16 +66,30 @@ async def delete_unheld(assets: AssetRepository, store: ObjectStore, keys: set[s
     return not_deleted
 
 
+async def _delete_all(store: ObjectStore, keys: set[str]) -> int:
+    """Deletes every key; returns how many deletes failed (their objects are left to gc)."""
+    failed = 0
+    for key in sorted(keys):
+        try:
+            await store.delete(key)
+        except StorageError as exc:
+            log.warning("could not delete the object %s (mediacache gc removes it later): %s", key, exc)
+            failed += 1
+    return failed
+
+
 async def remove_settled(assets: AssetRepository, store: ObjectStore, queue: JobQueue, *, days: int,
                          referenced: ReferencedCheck | None, page_size: int = PAGE_SIZE,
                          pause: Pause | None = None,
-                         on_progress: Callable[[int], None] | None = None) -> CleanupResult:
+                         on_progress: Callable[[int], None] | None = None,
+                         media: MediaRepository | None = None) -> CleanupResult:
     """Removes CACHED and FAILED assets last requested more than `days` days ago.
 
     Pages through the candidates least recently requested first by (last_requested_at, id), so
     each page is one short query and a run stopped half-way can simply be run again. With
-    `referenced`, assets that an application row still points at are kept and counted.
-    `on_progress` hears how many candidates each page looked at.
+    `referenced`, assets that an application row still points at are kept and counted. An
+    asset's derivatives (thumbnails, posters) go with it: their rows by ON DELETE CASCADE, their
+    objects right after. `on_progress` hears how many candidates each page looked at.
     """
     cutoff = utcnow() - timedelta(days=days)
     removed = kept_referenced = not_cleaned = 0
@@ -83,9 +98,13 @@ async def remove_settled(assets: AssetRepository, store: ObjectStore, queue: Job
         after = (page[-1][2], page[-1][0])
         keep = await referenced([asset_id for asset_id, _, _ in page]) if referenced is not None else set()
         kept_referenced += len(keep)
-        done = await remove_assets(assets, store, queue, [i for i, _, _ in page if i not in keep], pause=pause)
+        gone = [i for i, _, _ in page if i not in keep]
+        derived = await media.derivative_keys(gone) if media is not None and gone else {}
+        done = await remove_assets(assets, store, queue, gone, pause=pause)
         removed += done.assets
         not_cleaned += done.objects_not_deleted
+        # Derivatives belong to their asset alone (never shared): once its row is gone, so are they.
+        not_cleaned += await _delete_all(store, {k for keys in derived.values() for k in keys})
         if on_progress is not None:
             on_progress(len(page))
     return CleanupResult(removed=removed, kept_referenced=kept_referenced, not_cleaned=not_cleaned)

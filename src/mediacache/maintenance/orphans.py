@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from mediacache.db.media_repository import MediaRepository
 from mediacache.db.repository import AssetRepository
 from mediacache.errors import StorageError
 from mediacache.maintenance.reconcile import find_missing_objects
@@ -20,7 +21,8 @@ STALE_TEMPORARY_S = 3600.0
 
 def _asset_of(key: str) -> uuid.UUID | None:
     parts = key.split("/")
-    if len(parts) == 3 and parts[0] == "media":
+    # media/<id>/<attempt token><ext>, or a derivative: media/<id>/d/<kind>-<width>.webp
+    if parts[0] == "media" and (len(parts) == 3 or (len(parts) == 4 and parts[2] == "d")):
         try:
             return uuid.UUID(parts[1])
         except ValueError:
@@ -28,7 +30,8 @@ def _asset_of(key: str) -> uuid.UUID | None:
     return None
 
 
-async def collect(assets: AssetRepository, store: ObjectStore, *, dry_run: bool = True) -> GcReport:
+async def collect(assets: AssetRepository, store: ObjectStore, *, dry_run: bool = True,
+                  media: MediaRepository | None = None) -> GcReport:
     """Finds (and unless `dry_run`, deletes) orphan objects; reports rows whose object is missing.
 
     Objects live under `media/<asset id>/<attempt token><ext>`. An object is kept while any row
@@ -37,7 +40,8 @@ async def collect(assets: AssetRepository, store: ObjectStore, *, dry_run: bool 
     in its path. Once no row holds a key, no download can start sharing it (sharing needs a
     CACHED holder), so the judgement cannot be outrun. Only the `media/` prefix is listed; rows
     are checked by HEAD requests.
-    Legacy keys outside `media/` are never touched.
+    A derivative (`media/<id>/d/...`) is kept while a derivative row holds it. Legacy keys outside
+    `media/` are never touched.
     """
     orphans: list[tuple[str, int]] = []
     batch: list[tuple[uuid.UUID, str, int]] = []
@@ -45,8 +49,15 @@ async def collect(assets: AssetRepository, store: ObjectStore, *, dry_run: bool 
     async def judge() -> None:
         held = await assets.keys_in_use(key for _, key, _ in batch)
         owners = await assets.key_owners([asset_id for asset_id, key, _ in batch if key not in held])
+        derived_ids = [asset_id for asset_id, key, _ in batch if key.split("/")[2] == "d"]
+        derived = await media.derivative_keys(derived_ids) if media is not None and derived_ids else {}
         for asset_id, key, size in batch:
             if key in held:
+                continue
+            if key.split("/")[2] == "d":
+                # Without the derivative table to ask (media=None), a derivative is never judged.
+                if media is not None and key not in derived.get(asset_id, set()):
+                    orphans.append((key, size))
                 continue
             owner = owners.get(asset_id)
             live_token = owner[1] if owner is not None else None

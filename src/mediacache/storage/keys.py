@@ -30,6 +30,12 @@ def asset_key(asset_id: uuid.UUID, attempt_token: str, content_type: str | None)
     return f"media/{asset_id}/{attempt_token}{ext}"
 
 
+def derivative_key(asset_id: uuid.UUID, kind: str, width: int) -> str:
+    """`media/<asset id>/d/<kind>-<width>.webp`: next to the asset's original, named by what it is, so a
+    new derive run replaces the same objects and garbage collection can tell whose they are."""
+    return f"media/{asset_id}/d/{kind}-{int(width)}.webp"
+
+
 def check_key(key: str) -> str:
     """Returns `key` if it is a relative path of safe segments; raises UnsafeKeyError otherwise.
 

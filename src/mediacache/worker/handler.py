@@ -14,7 +14,14 @@ from typing import Any
 from mediacache.db.columns import utcnow
 from mediacache.db.repository import AssetRepository, Claim
 from mediacache.domain import CacheStatus, ErrorKind
-from mediacache.errors import DatabaseError, FetchError, FinalFailureError, LeaseHeldError, StorageError
+from mediacache.errors import (
+    DatabaseError,
+    FetchError,
+    FinalFailureError,
+    LeaseHeldError,
+    MediaCacheError,
+    StorageError,
+)
 from mediacache.fetching.fetch import Fetcher
 from mediacache.settings import Settings
 from mediacache.storage.base import ObjectStore
@@ -37,8 +44,13 @@ class Outcome:
                 "sizeBytes": self.size_bytes}
 
 
+# Called with (asset id, content type) once an asset is CACHED: queues its derive job.
+AfterCached = Callable[[uuid.UUID, str | None], Awaitable[None]]
+
+
 class CacheJobHandler:
-    def __init__(self, settings: Settings, repo: AssetRepository, store: ObjectStore, fetcher: Fetcher) -> None:
+    def __init__(self, settings: Settings, repo: AssetRepository, store: ObjectStore, fetcher: Fetcher,
+                 *, after_cached: AfterCached | None = None) -> None:
         self.settings = settings
         self.repo = repo
         self.store = store
@@ -46,6 +58,7 @@ class CacheJobHandler:
         # Called with "stored" between the upload and the database write; tests use it to force
         # an interleaving with cleanup (content deduplication's race).
         self.pause: Callable[[str], Awaitable[None]] | None = None
+        self.after_cached = after_cached
 
     async def process(self, asset_id: uuid.UUID, *, final_attempt: bool,
                       delivery: JobDelivery | None = None) -> Outcome:
@@ -149,6 +162,13 @@ class CacheJobHandler:
                 await self.store.delete(key)
         if claim.attempts > 1:
             await self._drop_earlier_copies(claim, stored)
+        if self.after_cached is not None:
+            try:
+                await self.after_cached(claim.asset_id, content_type)
+            except MediaCacheError as exc:
+                # The original is CACHED whatever happens to its derivatives; `derive --missing` catches up.
+                log.warning("could not queue derivatives of asset %s: %s", claim.asset_id, exc,
+                            extra={"asset_id": str(claim.asset_id)})
         return Outcome("cached", cache_key=stored, size_bytes=size_bytes)
 
     async def _drop_earlier_copies(self, claim: Claim, key: str) -> None:

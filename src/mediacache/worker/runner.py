@@ -15,6 +15,7 @@ from bullmq import Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError
 
 from mediacache.broker.jobs import QUEUE_NAME
+from mediacache.db.media_repository import derivable
 from mediacache.domain import CacheStatus
 from mediacache.errors import FetchError, FinalFailureError, LeaseHeldError, MediaCacheError
 from mediacache.events.webhooks import WebhookDeliverer
@@ -38,7 +39,8 @@ class CacheWorker:
         self.concurrency = concurrency or self.settings.concurrency
         self.fetcher = fetcher or Fetcher(self.settings, max_connections=max(10, self.concurrency * 2))
         backends = cache.backends
-        self.handler = CacheJobHandler(self.settings, backends.assets, backends.store, self.fetcher)
+        self.handler = CacheJobHandler(self.settings, backends.assets, backends.store, self.fetcher,
+                                       after_cached=self._queue_derive if self.settings.derive_enabled else None)
         self._worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[Any]] = set()
@@ -48,6 +50,10 @@ class CacheWorker:
         self.webhooks = (WebhookDeliverer(self.settings, backends.outbox) if self.settings.webhook_url_list
                          else None)
         self._webhook_task: asyncio.Task[None] | None = None
+
+    async def _queue_derive(self, asset_id: uuid.UUID, content_type: str | None) -> None:
+        if derivable(content_type):
+            await self.cache.backends.queue.derive.add(asset_id)
 
     async def check(self) -> None:
         """Fails fast, with what to do, when the database, the store or Redis is not usable."""

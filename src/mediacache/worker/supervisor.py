@@ -19,13 +19,14 @@ _REFUSED_EXIT_CODE = 1
 _POLL_S = 0.2
 
 
-def supervise(concurrency: int | None, processes: int, grace_s: float, *, log_format: str = "text") -> int:
+def supervise(concurrency: int | None, processes: int, grace_s: float, *, log_format: str = "text",
+              queue: str = "all") -> int:
     """Runs `processes` `mediacache worker` children until SIGTERM/SIGINT; returns the exit code.
 
     One Python process does the work of one core at most; on a machine with more cores, several
     processes (each with its own event loop, HTTP, database and Redis connections) use them.
     """
-    command = [sys.executable, "-m", "mediacache", "worker", "--log-format", log_format]
+    command = [sys.executable, "-m", "mediacache", "worker", "--log-format", log_format, "--queue", queue]
     if concurrency:
         command += ["--concurrency", str(concurrency)]
     stopping = False
