@@ -20,8 +20,10 @@ async def _true_counts(cache: MediaCache) -> tuple[dict[str, int], dict[str, int
     async with cache.backends.engine.connect() as conn:
         rows = (await conn.execute(select(t.c.status, t.c.error_kind, func.count()).group_by(
             t.c.status, t.c.error_kind))).all()
-        stored = (await conn.execute(select(func.coalesce(func.sum(t.c.size_bytes), 0)).where(
-            t.c.status == "CACHED"))).scalar_one()
+        # Each object once: assets may share one (content deduplication).
+        objects = (select(func.max(t.c.size_bytes).label("size")).where(t.c.status == "CACHED")
+                   .group_by(t.c.cache_key).subquery())
+        stored = (await conn.execute(select(func.coalesce(func.sum(objects.c.size), 0)))).scalar_one()
     by_status = {s.value: 0 for s in CacheStatus}
     kinds: dict[str, int] = {}
     for status, kind, n in rows:
@@ -87,7 +89,7 @@ async def test_the_migration_counts_the_rows_that_exist(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
     from alembic import command
-    from sqlalchemy import insert
+    from sqlalchemy import column, insert, table
 
     from mediacache.db.schema import alembic_config, upgrade_async
     from mediacache.settings import load_settings
@@ -96,14 +98,37 @@ async def test_the_migration_counts_the_rows_that_exist(tmp_path: Path) -> None:
     await asyncio.to_thread(command.upgrade, alembic_config(settings.sqlalchemy_url), "0002")
     now = datetime.now(UTC)
     rows = [{"id": uuid.uuid4(), "original_url": "https://e.com/x", "status": status, "attempts": 1,
-             "error_kind": kind, "size_bytes": size, "created_at": now, "updated_at": now}
-            for status, kind, size in [("PENDING", None, None), ("CACHED", None, 100), ("CACHED", None, 50),
-                                       ("FAILED", "not_found", None), ("FAILED", None, None)]]
+             "error_kind": kind, "size_bytes": size, "cache_key": f"media/{n}.jpg" if size else None,
+             "created_at": now, "updated_at": now}
+            for n, (status, kind, size) in enumerate([
+                ("PENDING", None, None), ("CACHED", None, 100), ("CACHED", None, 50), ("FAILED", "not_found", None),
+                ("FAILED", None, None)])]
     async with MediaCache(settings) as mc:
+        # The table as 0002 left it: the model's later columns are not there yet.
+        old = table("cache_assets", *(column(name, CacheAsset.__table__.c[name].type) for name in rows[0]))
         async with mc.backends.engine.begin() as conn:
-            await conn.execute(insert(CacheAsset.__table__), rows)
+            await conn.execute(insert(old), rows)
         await upgrade_async(settings)
         await _assert_counts_match(mc)
         stats = await mc.cache_stats()
         assert (stats.cached, stats.failed, stats.failed_by_kind) == (2, 2, {"not_found": 1, "unknown": 1})
         assert await mc.stored_bytes() == 150
+
+
+async def test_a_shared_object_counts_once_until_its_last_holder_goes(cache: MediaCache) -> None:
+    assets = cache.backends.assets
+    ids = [uuid.uuid4() for _ in range(3)]
+    await assets.insert_pending([(i, f"https://example.com/same/{n}.jpg") for n, i in enumerate(ids)])
+    keys = []
+    for asset_id in ids:
+        claim = await assets.claim(asset_id, uuid.uuid4().hex, lease_s=30)
+        assert claim is not None
+        keys.append(await assets.mark_cached(claim, cache_key=f"media/{asset_id}/{claim.token}.jpg",
+                                             content_type="image/jpeg", size_bytes=1000, sha256="a" * 64))
+    assert len(set(keys)) == 1  # content deduplication: all three point at the first object
+    assert await cache.stored_bytes() == 1000
+    await _assert_counts_match(cache)
+    await assets.delete_ids(ids[:2])
+    assert await cache.stored_bytes() == 1000
+    await assets.delete_ids(ids[2:])
+    assert await cache.stored_bytes() == 0

@@ -123,6 +123,12 @@ async def test_same_bytes_at_ten_paths_are_one_object_until_the_last_asset_goes(
     await start_worker(mc)
     await _all_cached(mc, 10)
     assert sum(len(origin.hits(f"/alias/p{i}/{n}.jpg")) for i in range(10)) == 10
+
+    # Downloads that finished at the same moment each stored a copy; each job merges the copies
+    # right after recording its own, so once the jobs are done one object is left.
+    async def jobs_done() -> bool:
+        return (await mc.queue_stats()).completed == 10
+    await wait_until(jobs_done, what="10 completed jobs")
     objects = await _objects(mc)
     assert len(objects) == 1
     records = await mc.get_assets(ids)

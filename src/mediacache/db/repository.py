@@ -184,6 +184,7 @@ class AssetRepository:
         # Receivers of the events of final outcomes; with none, no outbox row is written at all.
         self.webhook_targets = list(webhook_targets)
         dialect = engine.dialect.name
+        self.content_dedup = content_dedup
         self._mark_cached = _mark_cached_statement(dialect, share=content_dedup)
         ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_t)
         # The conflict target names the partial unique index by its column and predicate, so two
@@ -562,6 +563,31 @@ class AssetRepository:
             keys = list((await conn.execute(stmt)).scalars().all())
         return len(keys), {k for k in keys if k}
 
+    async def converge_copies(self, sha256: str, size_bytes: int) -> tuple[str | None, set[str]]:
+        """Points every CACHED asset with these bytes at one object, the one with the smallest key;
+        returns that key and the keys no longer pointed at (surplus objects unless a row holds them).
+
+        Two downloads of the same bytes that finish at the same moment each store their own copy:
+        neither sees the other's uncommitted row when it records its object. Each calls this after
+        recording, so whichever runs last sees both and leaves one. The rows are locked (FOR
+        UPDATE on PostgreSQL), so a cleanup deleting one of them either waits or is not seen.
+        """
+        stmt = (select(_t.c.id, _t.c.cache_key)
+                .where(_t.c.sha256 == sha256, _t.c.size_bytes == size_bytes,
+                       _t.c.status == CacheStatus.CACHED.value, _t.c.cache_key.is_not(None)))
+        if self.engine.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        async with self._tx() as conn:
+            rows = (await conn.execute(stmt)).all()
+            keys = {r.cache_key for r in rows}
+            if len(keys) < 2:
+                return (next(iter(keys)) if keys else None), set()
+            winner = min(keys)
+            await conn.execute(update(_t).where(_t.c.id.in_([r.id for r in rows if r.cache_key != winner]),
+                                                _t.c.status == CacheStatus.CACHED.value)
+                               .values(cache_key=winner))
+        return winner, keys - {winner}
+
     async def keys_in_use(self, keys: Iterable[str]) -> set[str]:
         """The keys among `keys` that some asset row holds (in any status)."""
         keys = list(set(keys))
@@ -642,11 +668,8 @@ class AssetRepository:
         return int(row[0]), int(row[1])
 
     async def stored_bytes(self) -> int:
-        """The total size of the objects of CACHED assets, each object counted once however many
-        assets share it."""
-        objects = (select(_t.c.cache_key, func.max(_t.c.size_bytes).label("size"))
-                   .where(_t.c.status == CacheStatus.CACHED.value, _t.c.cache_key.is_not(None))
-                   .group_by(_t.c.cache_key).subquery())
-        stmt = select(func.coalesce(func.sum(objects.c.size), 0))
-        async with self._tx() as conn:
+        """The total size of the stored objects of CACHED assets, each object counted once however
+        many assets share it: from the counters the triggers keep (migration 0008)."""
+        stmt = select(func.coalesce(func.sum(_c.c.bytes), 0)).where(_c.c.status == CacheStatus.CACHED.value)
+        async with self._tx(single_statement=True) as conn:
             return int((await conn.execute(stmt)).scalar() or 0)

@@ -160,6 +160,8 @@ class CacheJobHandler:
             # surplus, and only this attempt ever knew its key.
             with contextlib.suppress(StorageError):
                 await self.store.delete(key)
+        elif self.repo.content_dedup:
+            stored = await self._converge(claim, key, size_bytes, digest.hexdigest())
         if claim.attempts > 1:
             await self._drop_earlier_copies(claim, stored)
         if self.after_cached is not None:
@@ -170,6 +172,20 @@ class CacheJobHandler:
                 log.warning("could not queue derivatives of asset %s: %s", claim.asset_id, exc,
                             extra={"asset_id": str(claim.asset_id)})
         return Outcome("cached", cache_key=stored, size_bytes=size_bytes)
+
+    async def _converge(self, claim: Claim, key: str, size_bytes: int, sha256: str) -> str:
+        """Leaves one object when another download stored the same bytes at the same moment."""
+        try:
+            winner, surplus = await self.repo.converge_copies(sha256, size_bytes)
+            for old in surplus - await self.repo.keys_in_use(surplus):
+                with contextlib.suppress(StorageError):
+                    await self.store.delete(old)
+            return winner or key
+        except DatabaseError as exc:
+            # Two copies of one file waste space but lose nothing; gc cannot tell them apart.
+            log.warning("could not merge copies of the bytes of asset %s: %s", claim.asset_id, exc,
+                        extra={"asset_id": str(claim.asset_id)})
+            return key
 
     async def _drop_earlier_copies(self, claim: Claim, key: str) -> None:
         """Removes what earlier attempts of this asset stored (one killed after its upload but before
