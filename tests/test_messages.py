@@ -90,7 +90,8 @@ async def test_attempts_count_the_current_try_not_every_retry(cache: MediaCache,
     for _ in range(2):
         assert await cache.retry_failed() == 1
         rec = await cache.get_asset(asset_id)
-        assert rec is not None and rec.status is CacheStatus.PENDING and rec.attempts == 0
+        # Back in the queue with its count restarted (the worker may already have claimed it).
+        assert rec is not None and rec.status is not CacheStatus.FAILED and rec.attempts <= 1
         await wait_until(failed, what="the retried 404 to fail again")
     rec = await cache.get_asset(asset_id)
     # A 404 is final: one attempt per try, however often it was retried (this was 3 before).
