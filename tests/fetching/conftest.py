@@ -21,7 +21,7 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 class LimiterFactory(Protocol):
     def __call__(self, *, port: int = REDIS_PORT, socket_timeout: float | None = 5.0, quick_retry: bool = True,
-                 **opts: Any) -> HostLimiter: ...
+                 key_prefix: str | None = None, **opts: Any) -> HostLimiter: ...
 
 
 @pytest.fixture
@@ -40,21 +40,23 @@ async def key_prefix() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def make_limiter(key_prefix: str) -> AsyncIterator[LimiterFactory]:
-    """Builds limiters on `key_prefix`, each with its own client (as separate workers have).
+    """Builds limiters on the test's `key_prefix` (or a prefix under it), each with its own client,
+    as separate workers have.
 
     `quick_retry`: one immediate retry, as the project's own clients do (queue.py), rather than
     redis-py's default of three retries with backoff.
     """
     clients: list[aioredis.Redis] = []
+    test_prefix = key_prefix
 
     def make(*, port: int = REDIS_PORT, socket_timeout: float | None = 5.0, quick_retry: bool = True,
-             **opts: Any) -> HostLimiter:
+             key_prefix: str | None = None, **opts: Any) -> HostLimiter:
         client = aioredis.Redis(host=REDIS_HOST, port=port, socket_timeout=socket_timeout,
                                 socket_connect_timeout=2)
         if quick_retry:
             client.set_retry(Retry(NoBackoff(), 1))
         clients.append(client)
-        return HostLimiter(client, key_prefix, **opts)
+        return HostLimiter(client, key_prefix or test_prefix, **opts)
 
     yield make
     for client in clients:
