@@ -28,20 +28,25 @@ local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 """
 
 # KEYS: state, permits, recent.
-# ARGV: permit id, interval ms (0 = no rate limit), burst tolerance ms, concurrency (0 = none),
-#       permit ttl ms, host, recent max, key ttl ms, limits text, probe poll ms, default hold ms,
-#       rate average ms, max spread ms.
+# ARGV: permit id, host; interval ms (0 = no rate limit), burst tolerance ms, concurrency (0 = none),
+#       limits text (the rule's); permit ttl ms, recent max, key ttl ms, probe poll ms,
+#       default hold ms, rate average ms, max spread ms (the limiter's).
 # Reply: {1, permit id, granted at ms, expires at ms, probe 0|1} or {0, wait ms, reason}.
 ACQUIRE = _NOW + """
 local id = ARGV[1]
-local interval = tonumber(ARGV[2])
-local tolerance = tonumber(ARGV[3])
-local conc = tonumber(ARGV[4])
-local ttl = tonumber(ARGV[5])
-local key_ttl = tonumber(ARGV[8])
+local interval = tonumber(ARGV[3])
+local tolerance = tonumber(ARGV[4])
+local conc = tonumber(ARGV[5])
+local limits = ARGV[6]
+local ttl = tonumber(ARGV[7])
+local key_ttl = tonumber(ARGV[9])
+local probe_poll = tonumber(ARGV[10])
+local default_hold = tonumber(ARGV[11])
+local avg_ms = tonumber(ARGV[12])
+local max_spread = tonumber(ARGV[13])
 
-redis.call('ZADD', KEYS[3], now, ARGV[6])
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[7]) + 1))
+redis.call('ZADD', KEYS[3], now, ARGV[2])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[8]) + 1))
 redis.call('PEXPIRE', KEYS[3], key_ttl)
 
 local st = redis.call('HMGET', KEYS[1], 'tat', 'pause_until', 'open_until', 'probe', 'line', 'hold_ms',
@@ -49,7 +54,7 @@ local st = redis.call('HMGET', KEYS[1], 'tat', 'pause_until', 'open_until', 'pro
 local tat = tonumber(st[1]) or 0
 local pause_until = tonumber(st[2]) or 0
 local open_until = tonumber(st[3]) or 0
-local hold = tonumber(st[6]) or tonumber(ARGV[11])
+local hold = tonumber(st[6]) or default_hold
 
 -- Waiters are told to come back one slot apart, not all at the same moment: a thousand jobs
 -- waiting on one host would otherwise all return together, and all but a few be turned away
@@ -59,11 +64,11 @@ local conc_step = 0
 if conc > 0 then conc_step = hold / conc end
 local any_step = math.min(interval > 0 and interval or conc_step, conc_step > 0 and conc_step or interval)
 
--- The line is never more than ARGV[13] ahead of the wait itself: it counts waiters that may
+-- The line is never more than max_spread ahead of the wait itself: it counts waiters that may
 -- have gone (jobs removed, limits raised), and must not keep a new caller away for long.
 local function wait(base_ms, reason, step)
   local at = now + base_ms
-  at = math.max(at, math.min(tonumber(st[5]) or 0, at + tonumber(ARGV[13])))
+  at = math.max(at, math.min(tonumber(st[5]) or 0, at + max_spread))
   redis.call('HSET', KEYS[1], 'line', at + step)
   redis.call('HINCRBY', KEYS[1], 'waits_' .. reason, 1)
   redis.call('PEXPIRE', KEYS[1], key_ttl)
@@ -79,7 +84,7 @@ if open_until > 0 then
   if now < open_until then return wait(open_until - now, 'open', any_step) end
   -- Half-open: one probe at a time. A probe whose worker died stops counting when its permit
   -- expires (it was dropped just above), and the next caller becomes the probe.
-  if st[4] and redis.call('ZSCORE', KEYS[2], st[4]) then return wait(tonumber(ARGV[10]), 'open', any_step) end
+  if st[4] and redis.call('ZSCORE', KEYS[2], st[4]) then return wait(probe_poll, 'open', any_step) end
   probe = true
 end
 
@@ -103,9 +108,8 @@ end
 
 local expires = now + ttl
 redis.call('ZADD', KEYS[2], expires, id)
-local avg_ms = tonumber(ARGV[12])
 local rate = (tonumber(st[7]) or 0) * math.exp(-(now - (tonumber(st[8]) or now)) / avg_ms) + 1000 / avg_ms
-redis.call('HSET', KEYS[1], 'tat', tat, 'rate', rate, 'rate_at', now, 'limits', ARGV[9])
+redis.call('HSET', KEYS[1], 'tat', tat, 'rate', rate, 'rate_at', now, 'limits', limits)
 if probe then redis.call('HSET', KEYS[1], 'probe', id) end
 redis.call('HINCRBY', KEYS[1], 'granted', 1)
 redis.call('PEXPIRE', KEYS[1], key_ttl)
