@@ -147,12 +147,15 @@ end
 
 if outcome == 'throttled' then
   local until_ms = now + tonumber(ARGV[3])
-  if until_ms > (tonumber(st[4]) or 0) then redis.call('HSET', KEYS[1], 'pause_until', until_ms) end
+  if until_ms > (tonumber(st[4]) or 0) then
+    redis.call('HSET', KEYS[1], 'pause_until', until_ms)
+    -- Reported only when the pause grows: a burst of 429s is one event, not one per request.
+    event = 'paused'
+  end
   redis.call('HINCRBY', KEYS[1], 'throttled_total', 1)
   -- The host answered, but said nothing about its health: no verdict; the first request after
   -- the pause becomes the new probe.
   if is_probe then redis.call('HDEL', KEYS[1], 'probe') end
-  event = 'paused'
 elseif outcome == 'failure' then
   redis.call('HINCRBY', KEYS[1], 'failures_total', 1)
   if is_probe then
