@@ -12,22 +12,47 @@ its grants, then sleeps until it is killed.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import random
 import sys
 import time
+import types
+from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
+if TYPE_CHECKING:
+    from mediacache.fetching.host_limiter import Grant, HostLimiter
 
-from mediacache.fetching.host_limiter import Grant, HostLimiter, Outcome
-from mediacache.fetching.host_rules import parse_rule
+
+def _bare_package() -> None:
+    """Makes `mediacache` importable without running its __init__.py.
+
+    The limiter needs none of the public API, whose imports (SQLAlchemy, obstore, httpx, ...) take
+    seconds per process on a busy two-core machine, three processes at once.
+    """
+    spec = importlib.util.find_spec("mediacache")  # finds the package without executing it
+    assert spec is not None and spec.submodule_search_locations is not None
+    package = types.ModuleType("mediacache")
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules["mediacache"] = package
+
+
+def _limiter(prefix: str, permit_ttl_s: float = 60.0) -> HostLimiter:
+    import redis.asyncio as aioredis
+
+    from mediacache.fetching.host_limiter import HostLimiter
+
+    client = aioredis.Redis(host="127.0.0.1", port=6379, socket_timeout=5)
+    return HostLimiter(client, prefix, permit_ttl_s=permit_ttl_s)
 
 
 async def loop(prefix: str, host: str, rule_text: str, duration_s: float, tasks: int,
                hold_min_s: float, hold_max_s: float) -> None:
-    client = aioredis.Redis(host="127.0.0.1", port=6379, socket_timeout=5)
-    await client.ping()
-    limiter = HostLimiter(client, prefix)
+    from mediacache.fetching.host_limiter import Grant, Outcome
+    from mediacache.fetching.host_rules import parse_rule
+
+    limiter = _limiter(prefix)
+    await limiter.client.ping()
     rule = parse_rule(rule_text)
     grants: list[list[float]] = []
     print("ready", flush=True)
@@ -49,12 +74,14 @@ async def loop(prefix: str, host: str, rule_text: str, duration_s: float, tasks:
 
     await asyncio.gather(*(one() for _ in range(tasks)))
     print(json.dumps(grants), flush=True)
-    await client.aclose()
+    await limiter.client.aclose()
 
 
 async def hold(prefix: str, host: str, rule_text: str, count: int, permit_ttl_s: float) -> None:
-    client = aioredis.Redis(host="127.0.0.1", port=6379, socket_timeout=5)
-    limiter = HostLimiter(client, prefix, permit_ttl_s=permit_ttl_s)
+    from mediacache.fetching.host_limiter import Grant
+    from mediacache.fetching.host_rules import parse_rule
+
+    limiter = _limiter(prefix, permit_ttl_s=permit_ttl_s)
     rule = parse_rule(rule_text)
     held: list[Grant] = []
     while len(held) < count:
@@ -68,6 +95,7 @@ async def hold(prefix: str, host: str, rule_text: str, count: int, permit_ttl_s:
 
 
 def main(argv: list[str]) -> None:
+    _bare_package()
     mode, prefix, host, rule_text, *rest = argv
     if mode == "loop":
         duration_s, tasks, hold_min_s, hold_max_s = rest
