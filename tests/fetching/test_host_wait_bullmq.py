@@ -112,7 +112,7 @@ async def test_how_late_a_short_delay_comes_back(key_prefix: str, read_version: 
     late_s = runs[1] - runs[0] - delay_s
     print(f"a {delay_s} s delay on an idle worker, read_version={read_version}: {late_s * 1000:.0f} ms late")
     if read_version:
-        assert late_s < 0.25
+        assert late_s < 0.4
     else:
         # bullmq 3.4.4 blocks in whole seconds: this fails once a release fixes it, and then
         # the getRedisVersion() call in the worker can go.

@@ -264,22 +264,27 @@ class HostLimiter:
         per download, and the renewing task only starts for the long ones.
         """
         tasks: list[asyncio.Task[None]] = []
+        done = asyncio.Event()
         timer = asyncio.get_running_loop().call_later(
-            self.renew_interval_s, lambda: tasks.append(asyncio.create_task(self._keep_renewing(grant))))
+            self.renew_interval_s, lambda: tasks.append(asyncio.create_task(self._keep_renewing(grant, done))))
         try:
             yield
         finally:
             timer.cancel()
+            done.set()
             for task in tasks:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if tasks:
+                # Bounded: should the cancellation be lost (one arriving as a renewal's own time-out
+                # fires), the flag still ends the loop at its next turn.
+                await asyncio.wait(tasks, timeout=self.timeout_s + 1)
 
-    async def _keep_renewing(self, grant: Grant) -> None:
-        while True:
+    async def _keep_renewing(self, grant: Grant, done: asyncio.Event) -> None:
+        while not done.is_set():
             if not await self.renew(grant):
                 log.debug("permit %s of host %s could not be renewed", grant.permit_id, grant.host)
-            await asyncio.sleep(self.renew_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self.renew_interval_s)
 
     async def snapshot(self, hosts: Sequence[str] | None = None, *, limit: int = 50) -> list[HostState]:
         """The state of `hosts`, or of the `limit` most recently used hosts; two round trips at most."""
