@@ -89,12 +89,19 @@ class StorageUnavailableError(StorageError):
 
 
 class FetchError(MediaCacheError):
-    """One download attempt failed. `kind` is an ErrorKind; `retryable` says whether to try again."""
+    """One download attempt failed. `kind` is an ErrorKind; `retryable` says whether to try again.
 
-    def __init__(self, kind: ErrorKind, message: str, *, retry_after_s: float | None = None) -> None:
+    `host_verdict` is what the failure says about the origin host, for the per-host limiter:
+    "failure" (time-out, connection error, 5xx), "throttled" (429 or 503 with Retry-After), "ok"
+    (the host answered, e.g. a 404), or None (no verdict: no request was made, or storage failed).
+    """
+
+    def __init__(self, kind: ErrorKind, message: str, *, retry_after_s: float | None = None,
+                 host_verdict: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_after_s = retry_after_s
+        self.host_verdict = host_verdict
 
     @property
     def retryable(self) -> bool:
@@ -102,7 +109,13 @@ class FetchError(MediaCacheError):
 
 
 class FinalFailureError(MediaCacheError):
-    """A job attempt that must not be retried: its asset is FAILED already."""
+    """A job attempt that must not be retried: its asset is FAILED already. `host_verdict` and
+    `retry_after_s` carry the FetchError's, for the per-host limiter."""
+
+    def __init__(self, message: str, *, host_verdict: str | None = None, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.host_verdict = host_verdict
+        self.retry_after_s = retry_after_s
 
 
 class LeaseHeldError(MediaCacheError):

@@ -22,6 +22,7 @@ from mediacache.fetching.fetch import Fetcher
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
 from mediacache.worker.handler import CacheJobHandler
+from mediacache.worker.politeness import Politeness
 
 log = logging.getLogger("mediacache.worker")
 
@@ -29,13 +30,15 @@ log = logging.getLogger("mediacache.worker")
 class CacheWorker:
     """A BullMQ worker on the `media-cache` queue, running CacheJobHandler `concurrency` at a time."""
 
-    def __init__(self, cache: MediaCache, *, concurrency: int | None = None, fetcher: Fetcher | None = None) -> None:
+    def __init__(self, cache: MediaCache, *, concurrency: int | None = None, fetcher: Fetcher | None = None,
+                 politeness: Politeness | None = None) -> None:
         self.cache = cache
         self.settings: Settings = cache.settings
         self.concurrency = concurrency or self.settings.concurrency
         self.fetcher = fetcher or Fetcher(self.settings, max_connections=max(10, self.concurrency * 2))
         backends = cache.backends
         self.handler = CacheJobHandler(self.settings, backends.assets, backends.store, self.fetcher)
+        self.politeness = politeness or Politeness(self.settings)
         self._worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[Any]] = set()
@@ -69,6 +72,8 @@ class CacheWorker:
         })
         self._worker.on("failed", _on_failed)
         self._worker.on("error", _on_error)
+        # Without the server's version bullmq rounds every delay up to whole seconds; host waits are shorter.
+        await self._worker.blockingRedisConnection.getRedisVersion()
         self._task = asyncio.create_task(self._worker.run(), name="bullmq-worker")
         if self.webhooks is not None:
             self._webhook_task = asyncio.create_task(self.webhooks.run(), name="webhook-delivery")
@@ -92,7 +97,8 @@ class CacheWorker:
         if task is not None:
             self._running.add(task)
         try:
-            outcome = await self.handler.process(asset_id, final_attempt=final_attempt)
+            outcome = await self.politeness.run(
+                job, token, lambda: self.handler.process(asset_id, final_attempt=final_attempt))
         except FinalFailureError as exc:
             self._announce(asset_id, CacheStatus.FAILED)
             raise UnrecoverableError(str(exc)) from exc
@@ -158,6 +164,7 @@ class CacheWorker:
             self._webhook_task = None
         if self.webhooks is not None:
             await self.webhooks.close()
+        await self.politeness.close()
         await self.fetcher.close()
 
     async def _reconcile_periodically(self) -> None:
