@@ -5,7 +5,8 @@
     ├── InvalidArgumentError        a call got an argument it cannot use (also a ValueError)
     │   └── BatchTooLargeError      more items in one call than it accepts
     ├── InvalidURLError             a URL refused before anything is written
-    ├── RecordNotFoundError         an application row named by id does not exist
+    ├── RecordNotFoundError         an application row (or asset) named by id does not exist
+    ├── AssetStateError             the asset's status does not allow the change (e.g. refresh a CACHED one)
     ├── QueueUnavailableError       Redis did not answer; nothing was queued
     ├── DatabaseError               the database did not answer or refused a query
     │   └── NotMigratedError        the schema is missing or behind: run `mediacache db upgrade`
@@ -62,6 +63,10 @@ class InvalidURLError(MediaCacheError):
 
 class RecordNotFoundError(MediaCacheError):
     """An application row that the caller named by id does not exist."""
+
+
+class AssetStateError(MediaCacheError):
+    """The asset exists but its status does not allow the change asked for; nothing was changed."""
 
 
 class QueueUnavailableError(MediaCacheError):

@@ -49,6 +49,7 @@ class AssetRecord(_MappingRecord):
     created_at: datetime
     updated_at: datetime
     cached_at: datetime | None
+    source_expires_at: datetime | None = None  # when the signed source link stops working
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class CacheStats(_MappingRecord):
     failed: int
     total: int
     failed_by_kind: dict[str, int] = field(default_factory=dict)
+    at_risk: int = 0  # PENDING assets whose source link expires within the next 15 minutes
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -14,6 +16,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from mediacache.errors import QueueUnavailableError
+from mediacache.fetching.expiry import link_expiry
 from mediacache.records import QueueStats
 from mediacache.settings import Settings
 
@@ -28,9 +31,33 @@ _REMOVE_BATCH = 100
 _MAX_CONNECTIONS = 64
 
 
-def job_options(asset_id: uuid.UUID, settings: Settings) -> dict[str, Any]:
+# BullMQ takes the lowest priority number first and caps it at 2^21. Every job gets one: jobs without
+# a priority would be taken before all prioritised ones.
+PRIORITY_MAX = 2 ** 21
+_HOUR_S = 3600
+
+
+def expiry_priority(url: str, *, now: datetime | None = None) -> int:
+    """The BullMQ priority of a job for `url`: the soonest-expiring link first.
+
+    Seconds until expiry within the hour map one to one (an expired link is 1: it fails at once
+    without a request); later expiries in minutes after those; a link without an expiry last
+    (PRIORITY_MAX). The order is exact among jobs queued at about the same time; between jobs
+    queued far apart it is off by the time between their enqueues, as each counts from its own.
+    """
+    expires = link_expiry(url)
+    if expires is None:
+        return PRIORITY_MAX
+    left_s = (expires - (now or datetime.now(UTC))).total_seconds()
+    if left_s <= _HOUR_S:
+        return 1 + max(0, math.ceil(left_s))
+    return min(PRIORITY_MAX - 1, 1 + _HOUR_S + math.ceil((left_s - _HOUR_S) / 60))
+
+
+def job_options(asset_id: uuid.UUID, settings: Settings, url: str | None = None) -> dict[str, Any]:
     return {
         "jobId": str(asset_id),
+        "priority": PRIORITY_MAX if url is None else expiry_priority(url),
         "attempts": settings.job_attempts,
         "backoff": {"type": "exponential", "delay": settings.backoff_ms},
         "removeOnComplete": KEEP_COMPLETED,
@@ -73,14 +100,14 @@ class JobQueue:
 
     async def add(self, asset_id: uuid.UUID, url: str) -> None:
         try:
-            await self._queue.add(JOB_NAME, job_data(asset_id, url), job_options(asset_id, self.settings))
+            await self._queue.add(JOB_NAME, job_data(asset_id, url), job_options(asset_id, self.settings, url))
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc, "adding a job") from exc
 
     async def add_bulk(self, items: Sequence[tuple[uuid.UUID, str]]) -> None:
         if not items:
             return
-        jobs = [{"name": JOB_NAME, "data": job_data(i, u), "opts": job_options(i, self.settings)}
+        jobs = [{"name": JOB_NAME, "data": job_data(i, u), "opts": job_options(i, self.settings, u)}
                 for i, u in items]
         try:
             await self._queue.addBulk(jobs)

@@ -47,12 +47,15 @@ class CacheAsset(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     cached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the signed source link stops working (fetching/expiry.py), read at enqueue.
+    source_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_cache_assets_status", "status"),
         Index("ix_cache_assets_created_at", "created_at"),
         Index("ix_cache_assets_status_updated_at", "status", "updated_at"),
         Index("ix_cache_assets_cached_at", "cached_at"),
+        Index("ix_cache_assets_status_source_expires_at", "status", "source_expires_at"),
     )
 
 

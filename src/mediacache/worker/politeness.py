@@ -26,36 +26,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from bullmq.custom_errors import DelayedError
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from mediacache.errors import FetchError, FinalFailureError
 from mediacache.fetching.expiry import is_expired
-from mediacache.fetching.host_limiter import Grant, HostLimiter, HostState, Outcome, Wait, key_prefix_for
+from mediacache.fetching.host_client import build_limiter
+from mediacache.fetching.host_limiter import Grant, HostLimiter, HostState, Outcome, Wait
 from mediacache.fetching.host_wait import acquire_or_wait, delayed_until_ms
 from mediacache.settings import Settings
 
 log = logging.getLogger("mediacache.worker")
 
 T = TypeVar("T")
-
-
-def limiter_client(settings: Settings) -> aioredis.Redis:
-    """A Redis client for the limiter, built like the queue's (broker/jobs.py): a short time-out and
-    one quick retry, so an outage turns into a Wait within seconds rather than a hang."""
-    conn = settings.redis_connection()
-    conn["socket_timeout"] = 5.0
-    client = aioredis.Redis(**conn)
-    client.set_retry(Retry(NoBackoff(), 1))
-    return client
-
-
-def build_limiter(settings: Settings, client: aioredis.Redis | None = None) -> HostLimiter:
-    """The host limiter of `settings` on `client` (default: `limiter_client(settings)`)."""
-    return HostLimiter(client or limiter_client(settings), key_prefix_for(settings.queue_prefix),
-                       permit_ttl_s=settings.host_permit_ttl_s, breaker=settings.breaker_policy)
 
 
 def host_of(url: Any) -> str | None:
@@ -118,7 +100,7 @@ class Politeness:
         host = host_of(url)
         # No permit for what makes no request: the handler refuses a URL without a host, and fails
         # an expired link at once (fetching/fetch.py) without waiting for its host.
-        if host is None or is_expired(url):
+        if host is None or is_expired(str(url)):
             return None
         decision = await acquire_or_wait(self.limiter, host, self.rules.rule_for(host))
         if isinstance(decision, Grant):
