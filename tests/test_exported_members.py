@@ -8,7 +8,8 @@ import mediacache
 from mediacache import errors, records
 
 EXPECTED = {
-    "AssetRecord", "BackfillReport", "BatchTooLargeError", "CacheStats", "CacheStatus", "CarouselRecord",
+    "AssetRecord", "AssetStateError", "BackfillReport", "BatchTooLargeError", "CacheStats", "CacheStatus",
+    "CarouselRecord",
     "CleanupResult", "ConfigError", "DatabaseError", "ErrorKind", "FetchError", "GcReport", "ImageRecord",
     "ImageRef", "InvalidArgumentError", "InvalidURLError", "LegacyKeyProblem", "MediaCache", "MediaCacheError",
     "NotMigratedError", "QueueStats", "QueueUnavailableError", "RecordNotFoundError", "ReconcileReport",

@@ -2,6 +2,7 @@
 
 from mediacache.domain import CacheStatus, ErrorKind
 from mediacache.errors import (
+    AssetStateError,
     BatchTooLargeError,
     ConfigError,
     DatabaseError,
@@ -42,6 +43,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "AssetRecord",
+    "AssetStateError",
     "BackfillReport",
     "BatchTooLargeError",
     "CacheStats",

@@ -130,10 +130,11 @@ class JobQueue:
 
     async def stats(self) -> QueueStats:
         try:
-            c = await self._queue.getJobCounts("waiting", "active", "completed", "failed", "delayed")
+            c = await self._queue.getJobCounts("waiting", "prioritized", "active", "completed", "failed", "delayed")
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc, "reading queue counts") from exc
-        return QueueStats(waiting=c["waiting"], active=c["active"], completed=c["completed"],
+        # Every job carries an expiry priority, so waiting jobs sit in BullMQ's prioritized set.
+        return QueueStats(waiting=c["waiting"] + c["prioritized"], active=c["active"], completed=c["completed"],
                           failed=c["failed"], delayed=c["delayed"])
 
     async def job_states(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
