@@ -18,12 +18,12 @@ import uuid
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from tests.support.origin import Origin
 
 from mediacache.db.schema import upgrade
 from mediacache.service import MediaCache
 from mediacache.settings import load_settings
 from mediacache.worker import CacheWorker
-from tests.support.origin import Origin
 
 
 async def one_round(label: str, n: int, size: int, concurrency: int, origin: Origin, **overrides: object) -> None:
