@@ -97,7 +97,7 @@ async def test_batch_resolve_and_stats(api: Api, origin: Origin) -> None:
 
     stats = (await api.client.get("/api/stats")).json()
     assert stats["cache"] == {"pending": 0, "downloading": 0, "cached": 3, "failed": 0, "total": 3,
-                              "failed_by_kind": {}}
+                              "failed_by_kind": {}, "at_risk": 0}
     assert set(stats["queue"]) == {"waiting", "active", "completed", "failed", "delayed"}
     assert stats["queue"]["waiting"] == 0 and stats["queue"]["active"] == 0
 

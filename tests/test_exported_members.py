@@ -8,7 +8,8 @@ import mediacache
 from mediacache import errors, records
 
 EXPECTED = {
-    "AssetRecord", "BackfillReport", "BatchTooLargeError", "BucketCheck", "CacheStats", "CacheStatus",
+    "AssetRecord", "AssetStateError", "BackfillReport", "BatchTooLargeError", "BucketCheck", "CacheStats",
+    "CacheStatus",
     "CarouselRecord", "CleanupResult", "ConfigError", "DatabaseError", "ErrorKind", "FetchError", "GcReport",
     "ImageRecord", "ImageRef", "InvalidArgumentError", "InvalidURLError", "LegacyKeyProblem", "MediaCache",
     "MediaCacheError", "MediaInfo", "NotMigratedError", "QueueOwnerMismatchError", "QueueStats",

@@ -2,6 +2,7 @@
 
 from mediacache.domain import CacheStatus, ErrorKind
 from mediacache.errors import (
+    AssetStateError,
     BatchTooLargeError,
     ConfigError,
     DatabaseError,
@@ -48,6 +49,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "AssetRecord",
+    "AssetStateError",
     "BackfillReport",
     "BatchTooLargeError",
     "BucketCheck",

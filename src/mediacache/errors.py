@@ -6,7 +6,8 @@
     ├── InvalidArgumentError        a call got an argument it cannot use (also a ValueError)
     │   └── BatchTooLargeError      more items in one call than it accepts
     ├── InvalidURLError             a URL refused before anything is written
-    ├── RecordNotFoundError         an application row named by id does not exist
+    ├── RecordNotFoundError         an application row (or asset) named by id does not exist
+    ├── AssetStateError             the asset's status does not allow the change (e.g. refresh a CACHED one)
     ├── QueueUnavailableError       Redis did not answer; nothing was queued
     ├── DatabaseError               the database did not answer or refused a query
     │   └── NotMigratedError        the schema is missing or behind: run `mediacache db upgrade`
@@ -71,6 +72,10 @@ class RecordNotFoundError(MediaCacheError):
     """An application row that the caller named by id does not exist."""
 
 
+class AssetStateError(MediaCacheError):
+    """The asset exists but its status does not allow the change asked for; nothing was changed."""
+
+
 class QueueUnavailableError(MediaCacheError):
     """Redis could not be reached, so nothing was queued."""
 
@@ -96,12 +101,19 @@ class StorageUnavailableError(StorageError):
 
 
 class FetchError(MediaCacheError):
-    """One download attempt failed. `kind` is an ErrorKind; `retryable` says whether to try again."""
+    """One download attempt failed. `kind` is an ErrorKind; `retryable` says whether to try again.
 
-    def __init__(self, kind: ErrorKind, message: str, *, retry_after_s: float | None = None) -> None:
+    `host_verdict` is what the failure says about the origin host, for the per-host limiter:
+    "failure" (time-out, connection error, 5xx), "throttled" (429 or 503 with Retry-After), "ok"
+    (the host answered, e.g. a 404), or None (no verdict: no request was made, or storage failed).
+    """
+
+    def __init__(self, kind: ErrorKind, message: str, *, retry_after_s: float | None = None,
+                 host_verdict: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_after_s = retry_after_s
+        self.host_verdict = host_verdict
 
     @property
     def retryable(self) -> bool:
@@ -109,7 +121,13 @@ class FetchError(MediaCacheError):
 
 
 class FinalFailureError(MediaCacheError):
-    """A job attempt that must not be retried: its asset is FAILED already."""
+    """A job attempt that must not be retried: its asset is FAILED already. `host_verdict` and
+    `retry_after_s` carry the FetchError's, for the per-host limiter."""
+
+    def __init__(self, message: str, *, host_verdict: str | None = None, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.host_verdict = host_verdict
+        self.retry_after_s = retry_after_s
 
 
 class LeaseHeldError(MediaCacheError):

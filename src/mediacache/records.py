@@ -69,6 +69,7 @@ class AssetRecord(_MappingRecord):
     media_error: str | None = None
     # `{"kind": "thumb"|"poster", "width", "height", "content_type", "url"}`, narrowest first.
     derivatives: list[dict[str, Any]] = field(default_factory=list)
+    source_expires_at: datetime | None = None  # when the signed source link stops working
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class CacheStats(_MappingRecord):
     failed: int
     total: int
     failed_by_kind: dict[str, int] = field(default_factory=dict)
+    at_risk: int = 0  # PENDING assets whose source link expires within the next 15 minutes
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,12 @@ from mediacache.db.repository import AssetRepository, Request
 from mediacache.db.schema import check_migrated
 from mediacache.domain import CacheStatus, MediaState, parse_asset_id
 from mediacache.errors import (
+    AssetStateError,
     BatchTooLargeError,
     DatabaseError,
     InvalidArgumentError,
     QueueUnavailableError,
+    RecordNotFoundError,
     StorageError,
     UnsafeKeyError,
 )
@@ -36,6 +38,8 @@ from mediacache.events.bus import EventBus
 from mediacache.events.outbox import OutboxRepository
 from mediacache.events.waiting import AssetWatcher
 from mediacache.fetching.expiry import expires_later
+from mediacache.fetching.host_client import build_limiter
+from mediacache.fetching.host_limiter import HostLimiter, HostLimiterUnavailable, HostState
 from mediacache.fetching.source_key import source_key
 from mediacache.fetching.urls import validate_url
 from mediacache.maintenance import cleanup, orphans, reconcile, trim, usage
@@ -64,6 +68,8 @@ from mediacache.storage.existing import stored_keys
 log = logging.getLogger("mediacache")
 
 MAX_BATCH = 10_000
+# cache_stats().at_risk counts PENDING assets whose source link expires within this long.
+AT_RISK_S = 15 * 60
 RETRY_BATCH = 1000
 
 
@@ -87,6 +93,14 @@ class Backends:
         self._bus: EventBus | None = None
         self._watcher: AssetWatcher | None = None
         self._identity: DatabaseIdentity | None = None
+        self._host_limiter: HostLimiter | None = None
+
+    @property
+    def host_limiter(self) -> HostLimiter:
+        """The per-host limiter (to read its state); created on first use like the queue."""
+        if self._host_limiter is None:
+            self._host_limiter = build_limiter(self.settings)
+        return self._host_limiter
 
     @property
     def bus(self) -> EventBus:
@@ -118,6 +132,9 @@ class Backends:
         return self._identity
 
     async def close(self) -> None:
+        if self._host_limiter is not None:
+            await self._host_limiter.client.aclose()
+            self._host_limiter = None
         if self._watcher is not None:
             await self._watcher.close()
             self._watcher = None
@@ -430,11 +447,49 @@ class MediaCache:
         return await self._backends.queue.stats()
 
     async def cache_stats(self) -> CacheStats:
-        by_status, failed_by_kind = await self._backends.assets.counts()
+        assets = self._backends.assets
+        by_status, failed_by_kind = await assets.counts()
+        now = utcnow()
+        at_risk = await assets.count_expiring(now, now + timedelta(seconds=AT_RISK_S))
         return CacheStats(
             pending=by_status[CacheStatus.PENDING], downloading=by_status[CacheStatus.DOWNLOADING],
             cached=by_status[CacheStatus.CACHED], failed=by_status[CacheStatus.FAILED],
-            total=sum(by_status.values()), failed_by_kind=failed_by_kind)
+            total=sum(by_status.values()), failed_by_kind=failed_by_kind, at_risk=at_risk)
+
+    async def host_states(self, limit: int = 50) -> list[HostState]:
+        """The per-host limiter's view of the `limit` most recently used hosts: breaker state, current
+        rate, permits in use, pauses. Raises QueueUnavailableError when Redis does not answer."""
+        try:
+            return await self._backends.host_limiter.snapshot(limit=limit)
+        except HostLimiterUnavailable as exc:
+            raise QueueUnavailableError(f"{exc}; check that Redis at {self.settings.redis_display} is running") from exc
+
+    async def refresh_source(self, asset_id: str | uuid.UUID, url: str) -> AssetRecord:
+        """Gives an asset that is not CACHED a new source URL (a freshly signed link for the same
+        media), resets its attempts and queues it again; the id stays the same.
+
+        Refuses, changing nothing: an unknown id (RecordNotFoundError), a CACHED asset or one being
+        downloaded right now (AssetStateError), a bad URL (InvalidURLError).
+        """
+        parsed = parse_asset_id(asset_id)
+        if parsed is None:
+            raise RecordNotFoundError(f"refresh_source: {asset_id!r} is not an asset id (a UUID)")
+        checked = str(validate_url(url))
+        assets = self._backends.assets
+        if not await assets.replace_source(parsed, checked):
+            found = await assets.status_of(parsed)
+            if found is None:
+                raise RecordNotFoundError(f"refresh_source: no asset has the id {parsed}")
+            status = found[0]
+            if status is CacheStatus.CACHED:
+                raise AssetStateError(f"asset {parsed} is already cached; its stored copy stays. Cache the new "
+                                      "URL as a new asset (cache_image) if it is different media")
+            raise AssetStateError(f"asset {parsed} is being downloaded right now ({status.value}); try again "
+                                  "in a few seconds")
+        await self._backends.queue.requeue([(parsed, checked)])
+        record = await assets.get(parsed)
+        assert record is not None
+        return record
 
     async def retry_failed(self, limit: int = 100_000, *, batch_size: int = RETRY_BATCH,
                            on_progress: Callable[[int], None] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -12,11 +13,14 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mediacache.errors import ConfigError
+from mediacache.fetching.host_limiter import BreakerPolicy
+from mediacache.fetching.host_rules import HostRuleError, HostRules, parse_host_limits
 from mediacache.fetching.source_key import SourceKeyRules
 from mediacache.secret_urls import check_url_syntax, mask_url
 
 MAX_PRESIGN_TTL_S = 7 * 24 * 3600  # S3 SigV4 refuses presigned URLs valid for longer
 _REDIS_EXAMPLE = "redis://:p%40ss@host:6379/0"
+_BREAKER = re.compile(r"^(?P<failures>\d+)\s*/\s*(?P<window>\d+(?:\.\d+)?)s\s*:\s*(?P<open>\d+(?:\.\d+)?)s$")
 
 
 def _var(name: str, default: Any, **constraints: Any) -> Any:
@@ -77,6 +81,16 @@ class Settings(BaseSettings):
     lock_duration_ms: int = _var("MEDIACACHE_LOCK_DURATION_MS", 30000, ge=1000)
     shutdown_grace_s: float = _var("MEDIACACHE_SHUTDOWN_GRACE_S", 25.0, gt=0)
     reconcile_interval_s: float = _var("MEDIACACHE_RECONCILE_INTERVAL_S", 60.0, ge=0)
+
+    # Per-host politeness (fetching/host_rules.py, worker/politeness.py).
+    host_limits: str = _var("MEDIACACHE_HOST_LIMITS", "")
+    # FAILURES/WINDOWs:OPENs: that many failures to one host within the window open its breaker
+    # for OPEN seconds; then a single probe decides.
+    host_breaker: str = _var("MEDIACACHE_HOST_BREAKER", "5/30s:30s")
+    # How soon the permits of a killed worker come back; holders renew theirs for long downloads.
+    host_permit_ttl_s: float = _var("MEDIACACHE_HOST_PERMIT_TTL_S", 60.0, gt=0)
+    # Off only for measuring the limiter's cost (bench/): downloads then run unlimited.
+    host_limiting: bool = _var("MEDIACACHE_HOST_LIMITING", True)
 
     # Webhooks (see `events.webhooks`). The backoff figures exist so tests and benches can shorten them.
     webhook_url: str = _var("MEDIACACHE_WEBHOOK_URL", "")
@@ -208,6 +222,25 @@ class Settings(BaseSettings):
     def thumb_width_list(self) -> tuple[int, ...]:
         return tuple(sorted({int(part) for part in self.thumb_widths.split(",") if part.strip()}))
 
+    @cached_property
+    def host_rules(self) -> HostRules:
+        """MEDIACACHE_HOST_LIMITS parsed; a bad rule is a ConfigError naming it and the expected form."""
+        try:
+            return parse_host_limits(self.host_limits)
+        except HostRuleError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @cached_property
+    def breaker_policy(self) -> BreakerPolicy:
+        """MEDIACACHE_HOST_BREAKER parsed (FAILURES/WINDOWs:OPENs, e.g. 5/30s:30s)."""
+        match = _BREAKER.match(self.host_breaker.strip().lower())
+        if match is None or int(match["failures"]) < 1 or float(match["open"]) <= 0 or float(match["window"]) <= 0:
+            raise ConfigError(
+                f"MEDIACACHE_HOST_BREAKER={self.host_breaker!r} is not FAILURES/WINDOWs:OPENs; write it like "
+                "5/30s:30s (5 failures within 30 s open the breaker for 30 s)")
+        return BreakerPolicy(failures=int(match["failures"]), window_s=float(match["window"]),
+                             open_s=float(match["open"]))
+
     def check(self) -> Settings:
         """Cross-field checks; raises ConfigError naming the variable, the value and the fix."""
         self.sqlalchemy_url  # noqa: B018 - validates DATABASE_URL
@@ -247,6 +280,8 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "MEDIACACHE_DERIVE=on, but the media libraries are not installed; install them with "
                 "pip install 'mediacache[media]' or set MEDIACACHE_DERIVE=off")
+        self.host_rules  # noqa: B018 - validates MEDIACACHE_HOST_LIMITS
+        self.breaker_policy  # noqa: B018
         return self
 
     def _check_parses(self) -> None:

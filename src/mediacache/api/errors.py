@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mediacache.errors import (
+    AssetStateError,
     BatchTooLargeError,
     ConfigError,
     DatabaseError,
@@ -29,6 +30,7 @@ log = logging.getLogger("mediacache.api")
 _DOMAIN_ERRORS: list[tuple[type[MediaCacheError], int, str]] = [
     (InvalidURLError, 422, "invalid_url"),
     (RecordNotFoundError, 404, "not_found"),
+    (AssetStateError, 409, "conflict"),
     (BatchTooLargeError, 413, "batch_too_large"),
     (InvalidArgumentError, 422, "invalid_argument"),
     (UnsafeKeyError, 400, "invalid_key"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from mediacache.domain import CacheStatus, ErrorKind
 from mediacache.errors import QueueUnavailableError
+from mediacache.fetching.host_limiter import HostState
 from mediacache.records import CacheStats, QueueStats, WebhookStats
 from mediacache.service import MediaCache
 from mediacache.worker.metrics import worker_collectors
@@ -23,6 +24,7 @@ class Snapshot:
     cache: CacheStats
     stored_bytes: int
     webhooks: WebhookStats
+    hosts: list[HostState] = field(default_factory=list)  # empty while Redis does not answer
 
 
 async def take_snapshot(cache: MediaCache) -> Snapshot:
@@ -33,9 +35,15 @@ async def take_snapshot(cache: MediaCache) -> Snapshot:
         except QueueUnavailableError:
             return None
 
-    queue, stats, stored, webhooks = await asyncio.gather(
-        queue_or_none(), cache.cache_stats(), cache.stored_bytes(), cache.webhook_stats())
-    return Snapshot(queue=queue, cache=stats, stored_bytes=stored, webhooks=webhooks)
+    async def hosts_or_none() -> list[HostState]:
+        try:
+            return await cache.host_states()
+        except QueueUnavailableError:
+            return []
+
+    queue, stats, stored, webhooks, hosts = await asyncio.gather(
+        queue_or_none(), cache.cache_stats(), cache.stored_bytes(), cache.webhook_stats(), hosts_or_none())
+    return Snapshot(queue=queue, cache=stats, stored_bytes=stored, webhooks=webhooks, hosts=hosts)
 
 
 class SnapshotCollector(Collector):
@@ -67,6 +75,23 @@ class SnapshotCollector(Collector):
         for kind, n in sorted(kinds.items()):
             failed.add_metric([kind], n)
         yield failed
+        yield GaugeMetricFamily("mediacache_assets_at_risk",
+                                "PENDING assets whose source link expires within 15 minutes.",
+                                value=snap.cache.at_risk)
+        breaker = GaugeMetricFamily("mediacache_host_breaker_open",
+                                    "1 while the host's circuit breaker is open, 0.5 half-open, 0 closed.",
+                                    labels=["host"])
+        rate = GaugeMetricFamily("mediacache_host_rate", "Requests per second to the host (all workers).",
+                                 labels=["host"])
+        in_use = GaugeMetricFamily("mediacache_host_permits_in_use", "Downloads from the host in flight.",
+                                   labels=["host"])
+        for h in snap.hosts:
+            breaker.add_metric([h.host], {"open": 1.0, "half_open": 0.5}.get(h.breaker, 0.0))
+            rate.add_metric([h.host], h.rate_per_s)
+            in_use.add_metric([h.host], h.permits_in_use)
+        yield breaker
+        yield rate
+        yield in_use
         yield GaugeMetricFamily("mediacache_stored_bytes", "Total size of the stored objects of CACHED assets.",
                                 value=snap.stored_bytes)
         deliveries = GaugeMetricFamily("mediacache_webhook_deliveries",

@@ -16,6 +16,7 @@ from mediacache.api.schemas import (
     CleanupRequest,
     CleanupResponse,
     ErrorResponse,
+    HostStateBody,
     QueueBatchRequest,
     QueuedBatchResponse,
     QueuedResponse,
@@ -24,6 +25,7 @@ from mediacache.api.schemas import (
     ResolveRequest,
     ResolveResponse,
     RetriedResponse,
+    SourceRequest,
     StatsResponse,
     UsageResponse,
 )
@@ -102,7 +104,19 @@ async def resolve(body: ResolveRequest, cache: CacheDep) -> ResolveResponse:
 
 @router.get("/stats", response_model=StatsResponse, dependencies=READ, responses=_ERRORS)
 async def stats(cache: CacheDep) -> StatsResponse:
-    """Queue counts (BullMQ) and asset counts by status and by error kind (database)."""
+    """Queue counts (BullMQ), asset counts by status and by error kind (database), and the per-host
+    limiter's view of the most recently used hosts (breaker, rate, permits in use)."""
     queue = await cache.queue_stats()
     assets = await cache.cache_stats()
-    return StatsResponse(queue=QueueStatsBody(**queue.as_dict()), cache=CacheStatsBody(**assets.as_dict()))
+    hosts = [HostStateBody.model_validate(h, from_attributes=True) for h in await cache.host_states()]
+    return StatsResponse(queue=QueueStatsBody(**queue.as_dict()), cache=CacheStatsBody(**assets.as_dict()),
+                         hosts=hosts)
+
+
+@router.put("/assets/{asset_id:uuid}/source", response_model=AssetResponse, dependencies=WRITE,
+            responses={**_ERRORS, 404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
+async def refresh_source(asset_id: uuid.UUID, body: SourceRequest, cache: CacheDep) -> AssetResponse:
+    """Gives an asset that is not CACHED a new source URL (a freshly signed link for the same media)
+    and queues it again under the same id: 404 for an unknown id, 409 for a CACHED asset."""
+    rec = await cache.refresh_source(asset_id, str(body.url))
+    return AssetResponse(url=rec.original_url, **rec.as_dict())

@@ -17,6 +17,7 @@ from mediacache.api.schemas import (
     DashboardResponse,
     ErrorResponse,
     FailureBody,
+    HostStateBody,
     QueueStatsBody,
     WebhookStatsBody,
 )
@@ -33,6 +34,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 THROUGHPUT_WINDOW_S = 600
 THROUGHPUT_BUCKET_S = 10
 FAILURES_SHOWN = 20
+HOSTS_SHOWN = 10
 POLL_INTERVAL_MS = 2000
 # While the page hears /api/events, polling is only the fallback that catches what a stream missed.
 STREAM_POLL_INTERVAL_MS = 15000
@@ -65,17 +67,25 @@ async def dashboard_data(cache: MediaCache, *, details: bool) -> DashboardRespon
             return None
         return WebhookStatsBody(**(await cache.webhook_stats()).as_dict())
 
+    async def hosts() -> list[HostStateBody]:
+        try:
+            return [HostStateBody.model_validate(h, from_attributes=True) for h in await cache.host_states(HOSTS_SHOWN)]
+        except QueueUnavailableError:
+            return []
+
     hooks_task = asyncio.ensure_future(webhooks())
+    hosts_task = asyncio.ensure_future(hosts())
     (queue_stats, queue_error), stats, stored, (avoided, not_stored), failures, throughput = await asyncio.gather(
         queue(), cache.cache_stats(), cache.stored_bytes(), cache.dedup_savings(),
         cache.recent_failures(FAILURES_SHOWN), cache.throughput(THROUGHPUT_WINDOW_S, THROUGHPUT_BUCKET_S))
     hooks = await hooks_task
+    host_rows = await hosts_task
     return DashboardResponse(
         queue=queue_stats, queue_error=queue_error, cache=CacheStatsBody(**stats.as_dict()), stored_bytes=stored,
         downloads_avoided=avoided, bytes_not_stored=not_stored,
         failures=[FailureBody(id=f.id, original_url=f.original_url, error_kind=f.error_kind, error=f.error,
                               attempts=f.attempts, failed_at=f.updated_at) for f in failures],
-        throughput_bucket_s=THROUGHPUT_BUCKET_S, throughput=throughput, webhooks=hooks)
+        throughput_bucket_s=THROUGHPUT_BUCKET_S, throughput=throughput, webhooks=hooks, hosts=host_rows)
 
 
 @router.get("/api/dashboard", response_model=DashboardResponse, dependencies=READ,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
@@ -134,11 +134,28 @@ class CacheStatsBody(BaseModel):
     failed: int
     total: int
     failed_by_kind: dict[str, int]
+    at_risk: int = Field(0, description="PENDING assets whose source link expires within 15 minutes")
+
+
+class HostStateBody(BaseModel):
+    host: str
+    breaker: Literal["closed", "open", "half_open"]
+    open_until: float | None = Field(description="unix seconds; while the breaker is open")
+    recent_failures: int = Field(description="failures within the breaker's window")
+    rate_per_s: float = Field(description="requests per second, averaged over the last few seconds")
+    permits_in_use: int
+    paused_until: float | None = Field(description="unix seconds; set by a 429/503 Retry-After")
+    limits: str | None = Field(description="the rule applied, e.g. 20/s:8")
 
 
 class StatsResponse(BaseModel):
     queue: QueueStatsBody
     cache: CacheStatsBody
+    hosts: list[HostStateBody] = Field(default_factory=list, description="the most recently used hosts")
+
+
+class SourceRequest(_Strict):
+    url: Url
 
 
 class RetriedResponse(BaseModel):
@@ -188,6 +205,7 @@ class DashboardResponse(BaseModel):
     failures: list[FailureBody]
     throughput_bucket_s: int
     throughput: list[tuple[int, int]] = Field(description="(bucket start in unix seconds, assets cached)")
+    hosts: list[HostStateBody] = Field(default_factory=list, description="the most recently used hosts")
     webhooks: WebhookStatsBody | None = Field(None, description="null when no MEDIACACHE_WEBHOOK_URL is set")
 
 

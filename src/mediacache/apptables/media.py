@@ -9,7 +9,11 @@ same media" is:
   every video again on each save, while the path names the object;
 - for carousels, the same URL: a query string there may well pick the image.
 
-A FAILED asset, an asset removed by cleanup, or a slot without a stored URL to compare (legacy rows)
+When the same media comes back under a new URL (a new signature) and its asset is PENDING, FAILED
+or its stored link has expired, the asset keeps its id and gets the new URL (`refresh_source`):
+the slot's key stays, and application rows holding the id stay valid.
+
+An asset removed by cleanup, or a slot without a stored URL to compare (legacy rows)
 is queued again from the new URL. A kept asset's own `original_url` stays the URL it was first
 queued with; the row's `*_original_url` is updated to the newest URL and is what resolution falls
 back to while the asset is not cached.
@@ -49,11 +53,19 @@ class MediaPlan:
     signed_links: bool
     urls: list[str] = field(default_factory=list)
     kept: int = 0
+    # Asset ids that may take a new URL for the same media (PENDING, FAILED, or an expired link).
+    refreshable_keys: set[str] = field(default_factory=set)
+    # (asset id, new URL) for `refresh_source`, in slot order.
+    refreshes: list[tuple[str, str]] = field(default_factory=list)
 
     def slot(self, new_url: str | None, old_url: str | None = None,
              old_key: str | None = None) -> _Queued | str | None:
         if not new_url:
             return None
+        if (old_key and old_key in self.refreshable_keys and new_url != old_url
+                and same_media(old_url, new_url, signed_links=self.signed_links)):
+            self.refreshes.append((old_key, new_url))
+            return old_key
         if old_key and old_key in self.usable_keys and same_media(old_url, new_url,
                                                                   signed_links=self.signed_links):
             self.kept += 1

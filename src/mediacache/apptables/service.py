@@ -6,6 +6,7 @@ It uses the asset use cases only through MediaCache's public methods (`cache_ima
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -15,8 +16,9 @@ from mediacache.apptables.backfill import DEFAULT_BATCH_ROWS, backfill_legacy_ke
 from mediacache.apptables.media import MediaPlan, keys_to_check
 from mediacache.apptables.refs_repository import RefsRepository
 from mediacache.apptables.repository import AppRepository, Row
+from mediacache.db.columns import utcnow
 from mediacache.domain import CacheStatus, parse_asset_id
-from mediacache.errors import InvalidArgumentError, RecordNotFoundError
+from mediacache.errors import AssetStateError, InvalidArgumentError, RecordNotFoundError
 from mediacache.records import (
     BackfillReport,
     CarouselRecord,
@@ -99,15 +101,36 @@ class AppTables:
 
     async def _usable_keys(self, keys: Sequence[str | None]) -> set[str]:
         """The keys a re-save may keep: legacy keys, and ids of assets that exist and have not FAILED."""
+        return (await self._media_keys(keys))[0]
+
+    async def _media_keys(self, keys: Sequence[str | None]) -> tuple[set[str], set[str]]:
+        """The keys a re-save may keep (as `_usable_keys`), and the asset ids that may take a new URL
+        for the same media: PENDING, FAILED, or not CACHED with an expired source link."""
         parsed = {key: parse_asset_id(key) for key in keys_to_check(keys)}
         found = await self._cache.get_assets([i for i in parsed.values() if i is not None])
         usable: set[str] = set()
+        refreshable: set[str] = set()
+        now = utcnow()
         for key, asset_id in parsed.items():
             if asset_id is None:
                 usable.add(key)
-            elif (asset := found.get(asset_id)) is not None and asset.status is not CacheStatus.FAILED:
+                continue
+            asset = found.get(asset_id)
+            if asset is None:
+                continue
+            if asset.status is not CacheStatus.FAILED:
                 usable.add(key)
-        return usable
+            expired = asset.source_expires_at is not None and asset.source_expires_at <= now
+            if asset.status in (CacheStatus.PENDING, CacheStatus.FAILED) or (
+                    expired and asset.status is not CacheStatus.CACHED):
+                refreshable.add(key)
+        return usable, refreshable
+
+    async def _refresh(self, plan: MediaPlan) -> None:
+        """New URLs for the same media, under the same ids; an asset caught mid-download keeps its URL."""
+        for key, url in plan.refreshes:
+            with contextlib.suppress(AssetStateError):
+                await self._cache.refresh_source(key, url)
 
     # ---- TikTok --------------------------------------------------------------------------
 
@@ -130,10 +153,10 @@ class AppTables:
         images = list(images)
         post, profile = await self._rows.tiktok_state(tiktok_id, username)
         old_images: list[Row] = post["images"] if post else []
-        usable = await self._usable_keys(
+        usable, refreshable = await self._media_keys(
             ([post[f"{m}_key"] for m in ("video", "cover", "music")] if post else [])
             + [img["image_key"] for img in old_images] + ([profile["avatar_key"]] if profile else []))
-        plan = MediaPlan(usable, signed_links=True)
+        plan = MediaPlan(usable, signed_links=True, refreshable_keys=refreshable)
         slots = {m: plan.slot(url, _field(post, f"{m}_original_url"), _field(post, f"{m}_key"))
                  for m, url in (("video", video_url), ("cover", cover_url), ("music", music_url))}
         image_slots = [plan.slot(img.get("url"), *_previous(old_images, i, "original_url", "image_key"))
@@ -142,6 +165,7 @@ class AppTables:
         image_rows = [{"position": i, "original_url": img.get("url"), "width": _dimension(img, "width"),
                        "height": _dimension(img, "height")} for i, img in enumerate(images)]
         ids = await self._cache.cache_images(plan.urls) if plan.urls else []
+        await self._refresh(plan)
 
         profile_values: Row = {"username": username}
         for name, value in (("tiktok_user_id", tiktok_user_id), ("nickname", nickname)):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -17,6 +19,7 @@ from redis.exceptions import RedisError
 from mediacache.broker.derive_jobs import DeriveQueue
 from mediacache.broker.owner import Binding, DatabaseIdentity, Role, claim_queue_owner
 from mediacache.errors import QueueUnavailableError
+from mediacache.fetching.expiry import link_expiry
 from mediacache.records import QueueStats
 from mediacache.settings import Settings
 
@@ -33,9 +36,33 @@ _MAX_CONNECTIONS = 64
 log = logging.getLogger("mediacache.queue")
 
 
-def job_options(asset_id: uuid.UUID, settings: Settings) -> dict[str, Any]:
+# BullMQ takes the lowest priority number first and caps it at 2^21. Every job gets one: jobs without
+# a priority would be taken before all prioritised ones.
+PRIORITY_MAX = 2 ** 21
+_HOUR_S = 3600
+
+
+def expiry_priority(url: str, *, now: datetime | None = None) -> int:
+    """The BullMQ priority of a job for `url`: the soonest-expiring link first.
+
+    Seconds until expiry within the hour map one to one (an expired link is 1: it fails at once
+    without a request); later expiries in minutes after those; a link without an expiry last
+    (PRIORITY_MAX). The order is exact among jobs queued at about the same time; between jobs
+    queued far apart it is off by the time between their enqueues, as each counts from its own.
+    """
+    expires = link_expiry(url)
+    if expires is None:
+        return PRIORITY_MAX
+    left_s = (expires - (now or datetime.now(UTC))).total_seconds()
+    if left_s <= _HOUR_S:
+        return 1 + max(0, math.ceil(left_s))
+    return min(PRIORITY_MAX - 1, 1 + _HOUR_S + math.ceil((left_s - _HOUR_S) / 60))
+
+
+def job_options(asset_id: uuid.UUID, settings: Settings, url: str | None = None) -> dict[str, Any]:
     return {
         "jobId": str(asset_id),
+        "priority": PRIORITY_MAX if url is None else expiry_priority(url),
         "attempts": settings.job_attempts,
         "backoff": {"type": "exponential", "delay": settings.backoff_ms},
         "removeOnComplete": KEEP_COMPLETED,
@@ -121,7 +148,7 @@ class JobQueue:
     async def add(self, asset_id: uuid.UUID, url: str) -> None:
         await self.ensure_bound()
         try:
-            await self._queue.add(JOB_NAME, job_data(asset_id, url), job_options(asset_id, self.settings))
+            await self._queue.add(JOB_NAME, job_data(asset_id, url), job_options(asset_id, self.settings, url))
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc, "adding a job") from exc
 
@@ -129,7 +156,7 @@ class JobQueue:
         if not items:
             return
         await self.ensure_bound()
-        jobs = [{"name": JOB_NAME, "data": job_data(i, u), "opts": job_options(i, self.settings)}
+        jobs = [{"name": JOB_NAME, "data": job_data(i, u), "opts": job_options(i, self.settings, u)}
                 for i, u in items]
         try:
             await self._queue.addBulk(jobs)
@@ -153,10 +180,11 @@ class JobQueue:
 
     async def stats(self) -> QueueStats:
         try:
-            c = await self._queue.getJobCounts("waiting", "active", "completed", "failed", "delayed")
+            c = await self._queue.getJobCounts("waiting", "prioritized", "active", "completed", "failed", "delayed")
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc, "reading queue counts") from exc
-        return QueueStats(waiting=c["waiting"], active=c["active"], completed=c["completed"],
+        # Every job carries an expiry priority, so waiting jobs sit in BullMQ's prioritized set.
+        return QueueStats(waiting=c["waiting"] + c["prioritized"], active=c["active"], completed=c["completed"],
                           failed=c["failed"], delayed=c["delayed"])
 
     async def job_states(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:

@@ -273,7 +273,8 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="One JSON object"
         from mediacache.service import MediaCache
 
         async with MediaCache(_settings()) as mc:
-            return {"queue": (await mc.queue_stats()).as_dict(), "cache": (await mc.cache_stats()).as_dict()}
+            return {"queue": (await mc.queue_stats()).as_dict(), "cache": (await mc.cache_stats()).as_dict(),
+                    "hosts": [_host_row(h) for h in await mc.host_states()]}
     data = _run(main)
     if as_json:
         out.print_json(json.dumps(data))
@@ -283,6 +284,29 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="One JSON object"
     out.print("cache: " + ", ".join(f"{k} {v}" for k, v in c.items() if k != "failed_by_kind"))
     if c["failed_by_kind"]:
         out.print("failed by kind: " + ", ".join(f"{k} {v}" for k, v in c["failed_by_kind"].items()))
+    for h in data["hosts"]:
+        out.print(f"host {h['host']}: breaker {h['breaker']}, {h['rate_per_s']:g}/s, "
+                  f"{h['permits_in_use']} in flight, limits {h['limits'] or '-'}"
+                  + (", paused" if h["paused_until"] else ""))
+
+
+def _host_row(state: Any) -> dict[str, Any]:
+    keys = ("host", "breaker", "open_until", "recent_failures", "rate_per_s", "permits_in_use", "paused_until",
+            "limits")
+    return {k: getattr(state, k) for k in keys}
+
+
+@app.command()
+def refresh(asset_id: Annotated[str, typer.Argument(help="The asset's id")],
+            url: Annotated[str, typer.Argument(help="The new source URL (a freshly signed link)")]) -> None:
+    """Gives an asset that is not cached a new source URL and queues it again under the same id."""
+    async def main() -> Any:
+        from mediacache.service import MediaCache
+
+        async with MediaCache(_settings()) as mc:
+            return await mc.refresh_source(asset_id, url)
+    record = _run(main)
+    out.print(f"{record.id} {record.status.value}: queued again from the new URL")
 
 
 @app.command("retry-failed")

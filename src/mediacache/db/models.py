@@ -83,6 +83,8 @@ class CacheAsset(Base):
     # NULL: not derived yet; else a MediaState value, with the reason in media_error.
     media_state: Mapped[str | None] = mapped_column(String(16))
     media_error: Mapped[str | None] = mapped_column(Text)
+    # When the signed source link stops working (fetching/expiry.py), read at enqueue.
+    source_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_cache_assets_status", "status"),
@@ -94,6 +96,7 @@ class CacheAsset(Base):
         Index("ix_cache_assets_last_requested_at", "last_requested_at", "id"),
         Index("ix_cache_assets_cache_key", "cache_key"),
         Index("ix_cache_assets_sha256", "sha256"),
+        Index("ix_cache_assets_status_source_expires_at", "status", "source_expires_at"),
     )
 
 

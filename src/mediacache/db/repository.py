@@ -43,7 +43,7 @@ from mediacache.db.transaction import transaction
 from mediacache.domain import TRANSITIONS, CacheStatus
 from mediacache.errors import DatabaseError
 from mediacache.events.payload import Event, asset_event
-from mediacache.fetching.expiry import expires_later
+from mediacache.fetching.expiry import expires_later, link_expiry
 from mediacache.records import AssetRecord
 
 _t = cast(Table, CacheAsset.__table__)
@@ -205,7 +205,8 @@ class AssetRepository:
     async def insert_pending(self, items: Sequence[tuple[uuid.UUID, str]]) -> None:
         now = utcnow()
         rows = [{"id": i, "original_url": u, "status": CacheStatus.PENDING.value, "attempts": 0,
-                 "created_at": now, "updated_at": now, "last_requested_at": now} for i, u in items]
+                 "created_at": now, "updated_at": now, "last_requested_at": now,
+                 "source_expires_at": link_expiry(u)} for i, u in items]
         async with self._tx(single_statement=len(rows) == 1) as conn:
             await conn.execute(insert(_t), rows)
 
@@ -368,6 +369,21 @@ class AssetRepository:
                  "payload": event.body, "attempts": 0, "created_at": event.timestamp,
                  "next_attempt_at": event.timestamp} for url in self.webhook_targets]
 
+    async def replace_source(self, asset_id: uuid.UUID, url: str) -> bool:
+        """Any status but CACHED (and DOWNLOADING under a live lease) -> PENDING with `url` as its
+        source, its expiry read from it, attempts and error reset; False when the asset is not such."""
+        now = utcnow()
+        stmt = (update(_t)
+                .where(_t.c.id == asset_id,
+                       or_(_status_in(CacheStatus.PENDING, CacheStatus.FAILED),
+                           and_(_t.c.status == CacheStatus.DOWNLOADING.value,
+                                or_(_t.c.lease_until.is_(None), _t.c.lease_until < now))))
+                .values(status=CacheStatus.PENDING.value, original_url=url, source_expires_at=link_expiry(url),
+                        attempts=0, error=None, error_kind=None, lease_token=None, lease_until=None,
+                        updated_at=now))
+        async with self._tx(single_statement=True) as conn:
+            return bool((await conn.execute(stmt)).rowcount)
+
     async def status_of(self, asset_id: uuid.UUID) -> tuple[CacheStatus, datetime | None] | None:
         """The status and the lease end of an asset, or None when it does not exist."""
         async with self._tx(single_statement=True) as conn:
@@ -434,6 +450,13 @@ class AssetRepository:
                 if status == CacheStatus.FAILED.value and n:
                     failed_by_kind[kind or "unknown"] = failed_by_kind.get(kind or "unknown", 0) + n
         return by_status, failed_by_kind
+
+    async def count_expiring(self, start: datetime, end: datetime) -> int:
+        """PENDING assets whose source link expires in [start, end), along the status/expiry index."""
+        stmt = select(func.count()).where(_t.c.status == CacheStatus.PENDING.value,
+                                          _t.c.source_expires_at >= start, _t.c.source_expires_at < end)
+        async with self._tx(single_statement=True) as conn:
+            return int((await conn.execute(stmt)).scalar() or 0)
 
     # ---- maintenance ---------------------------------------------------------------------
 

@@ -214,13 +214,17 @@ def check_status(response: httpx.Response, url: str, *, original_url: str | None
     if 200 <= code < 300:
         return
     if code in (401, 403, 410) and (is_expired(url) or (original_url is not None and is_expired(original_url))):
-        raise FetchError(ErrorKind.EXPIRED, f"{url} answered {code}: its signed link has expired")
+        raise FetchError(ErrorKind.EXPIRED, f"{url} answered {code}: its signed link has expired", host_verdict="ok")
     if code in (404, 410):
-        raise FetchError(ErrorKind.NOT_FOUND, f"{url} answered {code}")
+        raise FetchError(ErrorKind.NOT_FOUND, f"{url} answered {code}", host_verdict="ok")
     if code in (408, 425, 429) or code >= 500:
-        raise FetchError(ErrorKind.TRANSIENT, f"{url} answered {code}",
-                         retry_after_s=parse_retry_after(response.headers.get("retry-after")))
-    raise FetchError(ErrorKind.FORBIDDEN, f"{url} answered {code}")
+        retry_after_s = parse_retry_after(response.headers.get("retry-after"))
+        # The origin's word for the whole host: 429, or 503 with Retry-After, pauses it (host_limiter.py).
+        throttled = code == 429 or (code == 503 and retry_after_s is not None)
+        verdict = "throttled" if throttled else "failure" if code >= 500 else "ok"
+        raise FetchError(ErrorKind.TRANSIENT, f"{url} answered {code}", retry_after_s=retry_after_s,
+                         host_verdict=verdict)
+    raise FetchError(ErrorKind.FORBIDDEN, f"{url} answered {code}", host_verdict="ok")
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -243,13 +247,15 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 def _transport_error(exc: httpx.HTTPError, url: str) -> FetchError:
     if isinstance(exc, httpx.TimeoutException):
         what = "connecting" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "reading"
-        return FetchError(ErrorKind.TRANSIENT, f"timed out {what} {shown_url(url)}")
+        return FetchError(ErrorKind.TRANSIENT, f"timed out {what} {shown_url(url)}", host_verdict="failure")
     if isinstance(exc, httpx.ConnectError):
         detail = str(exc)
         # The guarded transport's own message already names the host, port and addresses tried.
         if detail.startswith("cannot connect to "):
-            return FetchError(ErrorKind.TRANSIENT, f"{detail} (downloading {shown_url(url)})")
-        return FetchError(ErrorKind.TRANSIENT, f"cannot connect to {shown_url(url)}: {detail}")
+            return FetchError(ErrorKind.TRANSIENT, f"{detail} (downloading {shown_url(url)})", host_verdict="failure")
+        return FetchError(ErrorKind.TRANSIENT, f"cannot connect to {shown_url(url)}: {detail}",
+                          host_verdict="failure")
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return FetchError(ErrorKind.INVALID_URL, f"cannot fetch {shown_url(url)}: {exc}")
-    return FetchError(ErrorKind.TRANSIENT, f"download of {shown_url(url)} failed: {type(exc).__name__}: {exc}")
+    return FetchError(ErrorKind.TRANSIENT, f"download of {shown_url(url)} failed: {type(exc).__name__}: {exc}",
+                      host_verdict="failure")

@@ -125,7 +125,8 @@ class CacheJobHandler:
         except TimeoutError as exc:
             raise await self._failed(claim, FetchError(
                 ErrorKind.TRANSIENT, f"download of {claim.original_url} took longer than "
-                f"{self.settings.download_deadline_s:g} s (MEDIACACHE_DOWNLOAD_DEADLINE_S)"), final_attempt) from exc
+                f"{self.settings.download_deadline_s:g} s (MEDIACACHE_DOWNLOAD_DEADLINE_S)",
+                host_verdict="failure"), final_attempt) from exc
         except FetchError as exc:
             raise await self._failed(claim, exc, final_attempt) from exc
         except StorageError as exc:
@@ -208,7 +209,8 @@ class CacheJobHandler:
         """Records a failed attempt; returns the error for the queue (FinalFailureError ends the job)."""
         final = final_attempt or not exc.retryable
         await self.repo.record_failure(claim, error=str(exc), error_kind=exc.kind, final=final)
-        return FinalFailureError(str(exc)) if final else exc
+        return FinalFailureError(str(exc), host_verdict=exc.host_verdict,
+                                 retry_after_s=exc.retry_after_s) if final else exc
 
     async def _renew_lease(self, claim: Claim) -> None:
         interval_s = self.settings.lease_s / 3

@@ -25,6 +25,7 @@ from mediacache.settings import Settings
 from mediacache.worker.delivery import delivery_of
 from mediacache.worker.handler import CacheJobHandler
 from mediacache.worker.node_names import make_worker_visible_to_node
+from mediacache.worker.politeness import Politeness
 from mediacache.worker.traces import use_short_stacktraces
 
 log = logging.getLogger("mediacache.worker")
@@ -33,7 +34,8 @@ log = logging.getLogger("mediacache.worker")
 class CacheWorker:
     """A BullMQ worker on the `media-cache` queue, running CacheJobHandler `concurrency` at a time."""
 
-    def __init__(self, cache: MediaCache, *, concurrency: int | None = None, fetcher: Fetcher | None = None) -> None:
+    def __init__(self, cache: MediaCache, *, concurrency: int | None = None, fetcher: Fetcher | None = None,
+                 politeness: Politeness | None = None) -> None:
         self.cache = cache
         self.settings: Settings = cache.settings
         self.concurrency = concurrency or self.settings.concurrency
@@ -41,6 +43,7 @@ class CacheWorker:
         backends = cache.backends
         self.handler = CacheJobHandler(self.settings, backends.assets, backends.store, self.fetcher,
                                        after_cached=self._queue_derive if self.settings.derive_enabled else None)
+        self.politeness = politeness or Politeness(self.settings)
         self._worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[Any]] = set()
@@ -81,6 +84,8 @@ class CacheWorker:
         self._worker.on("error", _on_error)
         # Python bullmq names connections in a way Node's getWorkers() (bull-board) never matches.
         await make_worker_visible_to_node(self._worker)
+        # Without the server's version bullmq rounds every delay up to whole seconds; host waits are shorter.
+        await self._worker.blockingRedisConnection.getRedisVersion()
         self._task = asyncio.create_task(self._worker.run(), name="bullmq-worker")
         if self.webhooks is not None:
             self._webhook_task = asyncio.create_task(self.webhooks.run(), name="webhook-delivery")
@@ -105,8 +110,9 @@ class CacheWorker:
         if task is not None:
             self._running.add(task)
         try:
-            outcome = await self.handler.process(asset_id, final_attempt=final_attempt,
-                                                 delivery=delivery_of(job))
+            outcome = await self.politeness.run(
+                job, token, lambda: self.handler.process(asset_id, final_attempt=final_attempt,
+                                                         delivery=delivery_of(job)))
         except FinalFailureError as exc:
             self._announce(asset_id, CacheStatus.FAILED)
             raise UnrecoverableError(str(exc)) from exc
@@ -172,6 +178,7 @@ class CacheWorker:
             self._webhook_task = None
         if self.webhooks is not None:
             await self.webhooks.close()
+        await self.politeness.close()
         await self.fetcher.close()
 
     async def _reconcile_periodically(self) -> None:

@@ -109,7 +109,21 @@
     document.getElementById("chart-peak").textContent = String(Math.max(0, ...points.map((p) => p[1])));
   }
 
+  function renderHosts(data) {
+    const body = document.querySelector("#hosts tbody");
+    body.replaceChildren(...(data.hosts || []).map((h) => {
+      const row = document.createElement("tr");
+      for (const value of [h.host, h.breaker, h.rate_per_s, h.permits_in_use, h.limits || "–"]) {
+        const cell = document.createElement("td");
+        cell.textContent = String(value);
+        row.append(cell);
+      }
+      return row;
+    }));
+  }
+
   function render(data) {
+    renderHosts(data);
     renderFigures(data);
     renderFailures(data);
     renderChart(data);
