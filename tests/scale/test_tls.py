@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from bullmq import Queue, Worker
+from redis.asyncio.connection import SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.scale.redis_clients import RedisConfig, redis_client
@@ -146,3 +147,25 @@ async def test_bullmq_own_clients_keep_retrying_a_bad_certificate(tls_redis: Tls
     finally:
         await plain.aclose()
     print(f"\nredis-py default retry gave up after {time.monotonic() - t0:.2f} s")
+
+
+async def test_sentinel_with_tls_builds_tls_connections_to_sentinels_and_primary(tls_redis: TlsRedis) -> None:
+    """Construction only (no TLS Sentinel is started): with REDIS_TLS_* and REDIS_SENTINELS both set,
+    the primary's connections are FailoverAwareSSLConnection with the certificates, and the
+    Sentinel clients get the same TLS options."""
+    from tests.scale.redis_clients import FailoverAwareSSLConnection
+
+    cfg = _config(tls_redis, sentinels=(("127.0.0.1", 1),), sentinel_master="m", sentinel_password="s")
+    client = redis_client(cfg, role="worker")
+    try:
+        pool = client.connection_pool
+        assert pool.connection_class is FailoverAwareSSLConnection
+        kw = pool.connection_kwargs
+        assert (kw["ssl_ca_certs"], kw["ssl_certfile"], kw["ssl_cert_reqs"]) == (
+            str(tls_redis.certs.ca), str(tls_redis.certs.client_cert), "required")
+        sentinel_pool = pool.sentinel_manager.sentinels[0].connection_pool
+        assert issubclass(sentinel_pool.connection_class, SSLConnection)
+        sentinel_kw = sentinel_pool.connection_kwargs
+        assert sentinel_kw["password"] == "s" and sentinel_kw["ssl_ca_certs"] == str(tls_redis.certs.ca)
+    finally:
+        await client.aclose()
