@@ -68,7 +68,7 @@ class Backends:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine: AsyncEngine = create_engine(settings.sqlalchemy_url)
+        self.engine: AsyncEngine = create_engine(settings.sqlalchemy_url, pgbouncer=settings.db_pgbouncer)
         self.assets = AssetRepository(self.engine, settings.database_display, settings.webhook_url_list)
         self.outbox = OutboxRepository(self.engine, settings.database_display)
         self.store: ObjectStore = open_store(settings)

@@ -26,10 +26,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-import mediacache.migrate
-from mediacache.db.engine import check_migrated, create_engine
+import mediacache.db.schema
+from mediacache.db.engine import create_engine
+from mediacache.db.schema import check_migrated, head_revision, upgrade
 from mediacache.errors import DatabaseError
-from mediacache.migrate import head_revision, upgrade
 from mediacache.settings import load_settings
 from tests.scale.servers import PgBouncer
 
@@ -204,13 +204,13 @@ def test_alembic_through_pgbouncer(pgbouncer_single: PgBouncer, tmp_path: Path,
     assert second.returncode != 0
     assert 'prepared statement "__asyncpg_stmt_1__" already exists' in " ".join((second.stdout + second.stderr).split())
 
-    def safe_engine(u: str) -> AsyncEngine:
+    def safe_engine(u: str, **_: Any) -> AsyncEngine:
         return create_async_engine(u, pool_size=1, connect_args=PGBOUNCER_SAFE)
 
-    monkeypatch.setattr(mediacache.migrate, "engine_for_migrations", safe_engine)
+    monkeypatch.setattr(mediacache.db.schema, "engine_for_migrations", safe_engine)
     settings = load_settings(database_url=url, data_dir=tmp_path / "data")
     try:
-        command.downgrade(mediacache.migrate.alembic_config(settings.sqlalchemy_url), "base")
+        command.downgrade(mediacache.db.schema.alembic_config(settings.sqlalchemy_url), "base")
         upgrade(settings)
     except DatabaseError as exc:  # pragma: no cover - the assertion below says what happened
         pytest.fail(f"migrations through PgBouncer failed with statement_cache_size=0: {exc}")

@@ -14,6 +14,7 @@ from typing import Any
 from bullmq import Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError
 
+from mediacache.broker.connection import worker_connection
 from mediacache.broker.jobs import QUEUE_NAME
 from mediacache.domain import CacheStatus
 from mediacache.errors import FetchError, FinalFailureError, LeaseHeldError, MediaCacheError
@@ -56,7 +57,7 @@ class CacheWorker:
         await self.check()
         lock_ms = self.settings.lock_duration_ms
         self._worker = Worker(QUEUE_NAME, self._process, {
-            "connection": self.settings.redis_connection(),
+            "connection": worker_connection(self.settings),
             "prefix": self.settings.queue_prefix,
             "concurrency": self.concurrency,
             "lockDuration": lock_ms,
