@@ -90,7 +90,7 @@ def test_chaos_run_through_pgbouncer(bouncer: PgBouncer, tmp_path: Path) -> None
     """bench/chaos.py, smoke size: `mediacache db upgrade` and worker processes SIGKILLed and
     restarted, all sharing PgBouncer's one server connection."""
     done = subprocess.run(
-        [sys.executable, str(BENCH / "chaos.py"), "--assets", "100", "--workers", "2", "--kill-every-s", "0.5",
+        [sys.executable, str(BENCH / "chaos.py"), "--assets", "100", "--workers", "2", "--kill-every-s", "0.25",
          "--deadline-s", "90", "--database-url", bouncer.url("postgresql"), "--db-pgbouncer"],
         capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
