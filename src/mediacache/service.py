@@ -144,6 +144,14 @@ class MediaCache:
         """Raises NotMigratedError (or DatabaseError) unless the schema is at this version's revision."""
         await check_migrated(self._backends.engine, self.settings.database_display)
 
+    async def check_storage_placement(self) -> None:
+        """Raises ConfigError when local storage cannot serve this database's assets (a second
+        machine on local storage, or the wrong data directory); see `storage.placement`."""
+        from mediacache.storage.placement import check_local_store_holds_its_assets
+
+        b = self._backends
+        await check_local_store_holds_its_assets(self.settings, b.assets, b.store)
+
     async def ping_queue(self) -> None:
         """Raises QueueUnavailableError unless Redis answers."""
         await self._backends.queue.ping()

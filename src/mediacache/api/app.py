@@ -49,6 +49,7 @@ def create_app(settings: Settings, *, run_worker: bool = True, exposed: bool = F
         worker = None
         try:
             await cache.check_migrated()
+            await cache.check_storage_placement()
             if run_worker:
                 from mediacache.worker import CacheWorker
 

@@ -51,6 +51,7 @@ class CacheWorker:
         """Fails fast, with what to do, when the database, the store or Redis is not usable."""
         await self.cache.check_migrated()
         await self.cache.backends.store.check_writable()
+        await self.cache.check_storage_placement()
         await self.cache.ping_queue()
 
     async def start(self) -> None:
