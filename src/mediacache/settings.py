@@ -122,7 +122,8 @@ class Settings(BaseSettings):
     def redis_configured(self) -> bool:
         """True when any REDIS_* setting was given (so an embedded server must never stand in)."""
         return bool(self.model_fields_set & {"redis_url", "redis_host", "redis_port", "redis_password", "redis_db",
-                                             "redis_sentinels", "redis_sentinel_master", "redis_tls_ca_file"})
+                                             "redis_sentinels", "redis_sentinel_master", "redis_tls_ca_file",
+                                             "redis_tls_cert_file"})
 
     @property
     def redis_tls(self) -> bool:
