@@ -7,7 +7,8 @@ Each kill is a SIGKILL (no clean shutdown); the killed worker is started again a
 asset has settled (or the deadline passes) it prints one JSON line: how many assets ended CACHED,
 FAILED, stuck (PENDING/DOWNLOADING) and duplicated (more than one stored object), the orphan
 objects that garbage collection found, and how many stored files do not match the origin's sha256.
-DATABASE_URL may point at PostgreSQL; by default a throwaway SQLite file is used.
+DATABASE_URL (or --database-url) may point at PostgreSQL; by default a throwaway SQLite file is
+used. Through PgBouncer in transaction mode add --db-pgbouncer (MEDIACACHE_DB_PGBOUNCER=true).
 """
 
 from __future__ import annotations
@@ -92,12 +93,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--kill-every-s", type=float, default=3.0)
     parser.add_argument("--deadline-s", type=float, default=600.0)
+    parser.add_argument("--database-url", help="DATABASE_URL of the run (default: the environment's, else SQLite)")
+    parser.add_argument("--db-pgbouncer", action="store_true",
+                        help="the database is behind PgBouncer in transaction mode (MEDIACACHE_DB_PGBOUNCER)")
     args = parser.parse_args()
+    database: dict[str, str] = {}
+    if args.database_url:
+        database["DATABASE_URL"] = args.database_url
+    if args.db_pgbouncer:
+        database["MEDIACACHE_DB_PGBOUNCER"] = "true"
     with tempfile.TemporaryDirectory(prefix="mc-chaos-") as tmp, origin() as base:
         data_dir = Path(tmp)
         # Short locks and leases, so killed work is taken over within seconds.
         env = bench_env(data_dir, MEDIACACHE_LOCK_DURATION_MS="2000", MEDIACACHE_LEASE_S="3",
-                        MEDIACACHE_RECONCILE_INTERVAL_S="5")
+                        MEDIACACHE_RECONCILE_INTERVAL_S="5", **database)
         subprocess.run([sys.executable, "-m", "mediacache", "db", "upgrade"], env=env, check=True, capture_output=True)
         try:
             print(json.dumps(asyncio.run(run(args, env, base, data_dir))))

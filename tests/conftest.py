@@ -44,7 +44,7 @@ hypothesis.settings.load_profile("mediacache")
 # `pytest -m "not services"` runs the pure tests in seconds on a machine without them.
 SERVICE_FIXTURES = frozenset({
     "db_url", "pg_database", "sqlite_template", "make_settings", "cache", "start_worker", "redis_cleanup",
-    "private_redis", "s3_server", "s3_bucket", "api", "queue_prefix",
+    "private_redis", "s3_server", "s3_bucket", "api", "queue_prefix", "sentinels", "tls_only_redis", "bouncer",
 })
 
 
@@ -53,7 +53,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.services)
 
-pytest_plugins = ["tests.support.s3_plugin"]
+pytest_plugins = ["tests.support.s3_plugin", "tests.support.scale_plugin"]
 
 
 @pytest.fixture(scope="session")

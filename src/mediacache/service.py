@@ -83,7 +83,7 @@ class Backends:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine: AsyncEngine = create_engine(settings.sqlalchemy_url)
+        self.engine: AsyncEngine = create_engine(settings.sqlalchemy_url, pgbouncer=settings.db_pgbouncer)
         self.assets = AssetRepository(self.engine, settings.database_display, settings.webhook_url_list,
                                       content_dedup=settings.dedup)
         self.outbox = OutboxRepository(self.engine, settings.database_display)
@@ -188,6 +188,14 @@ class MediaCache:
     async def check_migrated(self) -> None:
         """Raises NotMigratedError (or DatabaseError) unless the schema is at this version's revision."""
         await check_migrated(self._backends.engine, self.settings.database_display)
+
+    async def check_storage_placement(self) -> None:
+        """Raises ConfigError when local storage cannot serve this database's assets (a second
+        machine on local storage, or the wrong data directory); see `storage.placement`."""
+        from mediacache.storage.placement import check_local_store_holds_its_assets
+
+        b = self._backends
+        await check_local_store_holds_its_assets(self.settings, b.assets, b.store)
 
     async def ping_queue(self) -> None:
         """Raises QueueUnavailableError unless Redis answers."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from functools import cached_property
 from pathlib import Path
@@ -41,10 +42,20 @@ class Settings(BaseSettings):
     redis_password: SecretStr | None = _var("REDIS_PASSWORD", None)
     redis_db: int = _var("REDIS_DB", 0, ge=0, le=1_000_000)
     queue_prefix: str = _var("MEDIACACHE_QUEUE_PREFIX", "bull", min_length=1)
+    # Failover through Sentinel and TLS (broker/connection.py builds the clients from these).
+    redis_sentinels: str | None = _var("REDIS_SENTINELS", None)
+    redis_sentinel_master: str | None = _var("REDIS_SENTINEL_MASTER", None)
+    redis_sentinel_username: str | None = _var("REDIS_SENTINEL_USERNAME", None)
+    redis_sentinel_password: SecretStr | None = _var("REDIS_SENTINEL_PASSWORD", None)
+    redis_tls_ca_file: Path | None = _var("REDIS_TLS_CA_FILE", None)
+    redis_tls_cert_file: Path | None = _var("REDIS_TLS_CERT_FILE", None)
+    redis_tls_key_file: Path | None = _var("REDIS_TLS_KEY_FILE", None)
 
     # Database.
     database_url: SecretStr | None = _var("DATABASE_URL", None)
     data_dir: Path = _var("MEDIACACHE_DATA_DIR", Path(".mediacache"))
+    # PgBouncer in transaction mode: asyncpg must not keep prepared statements (db/engine.py).
+    db_pgbouncer: bool = _var("MEDIACACHE_DB_PGBOUNCER", False)
 
     # Storage: the original design's R2 variables, and any S3-compatible store.
     storage: Literal["local", "s3"] | None = _var("MEDIACACHE_STORAGE", None)
@@ -121,7 +132,9 @@ class Settings(BaseSettings):
     @field_validator("redis_url", "database_url", "redis_password", "r2_secret_access_key", "signing_secret",
                      "api_token", "webhook_secret",
                      "r2_account_id", "r2_access_key_id", "r2_bucket_name", "r2_public_url",
-                     "s3_endpoint_url", "s3_region", "storage", "derive", mode="before")
+                     "s3_endpoint_url", "s3_region", "storage", "derive", "redis_sentinels", "redis_sentinel_master",
+                     "redis_sentinel_username", "redis_sentinel_password", "redis_tls_ca_file",
+                     "redis_tls_cert_file", "redis_tls_key_file", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         # `REDIS_PASSWORD=` in a .env file (as in the original design's example .env) means "no password".
@@ -133,10 +146,45 @@ class Settings(BaseSettings):
     def redis_configured(self) -> bool:
         """True when a Redis server was named (so an embedded server must never stand in for it).
 
-        Only a host, port, URL or password names a server; REDIS_DB alone picks a database of
-        whichever server runs, the embedded one included.
+        Only a host, port, URL, password, Sentinels or TLS files name a server; REDIS_DB alone picks
+        a database of whichever server runs, the embedded one included.
         """
-        return bool(self.model_fields_set & {"redis_url", "redis_host", "redis_port", "redis_password"})
+        return bool(self.model_fields_set & {"redis_url", "redis_host", "redis_port", "redis_password",
+                                             "redis_sentinels", "redis_sentinel_master", "redis_tls_ca_file",
+                                             "redis_tls_cert_file"})
+
+    @property
+    def redis_tls(self) -> bool:
+        """rediss://, or any REDIS_TLS_* file: TLS to the data nodes (and to the Sentinels)."""
+        rediss = self.redis_url is not None and urlsplit(self.redis_url.get_secret_value()).scheme == "rediss"
+        return rediss or self.redis_tls_ca_file is not None or self.redis_tls_cert_file is not None
+
+    def redis_tls_options(self) -> dict[str, Any]:
+        """redis-py's TLS keyword arguments, the same for data nodes and Sentinels."""
+        if not self.redis_tls:
+            return {}
+        opts: dict[str, Any] = {"ssl": True, "ssl_cert_reqs": "required"}
+        if self.redis_tls_ca_file is not None:
+            opts["ssl_ca_certs"] = str(self.redis_tls_ca_file)
+        if self.redis_tls_cert_file is not None:
+            opts["ssl_certfile"] = str(self.redis_tls_cert_file)
+            opts["ssl_keyfile"] = str(self.redis_tls_key_file or self.redis_tls_cert_file)
+        return opts
+
+    @property
+    def redis_sentinel_list(self) -> list[tuple[str, int]]:
+        """REDIS_SENTINELS as (host, port) pairs; empty when Sentinel is not used."""
+        out: list[tuple[str, int]] = []
+        for raw in (self.redis_sentinels or "").split(","):
+            part = raw.strip()
+            if not part:
+                continue
+            host, sep, port = part.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"REDIS_SENTINELS={self.redis_sentinels!r}: {part!r} is not host:port; "
+                                  "write it like sentinel-1:26379,sentinel-2:26379")
+            out.append((host.strip("[]"), int(port)))
+        return out
 
     def redis_connection(self) -> dict[str, Any]:
         """Keyword arguments for redis-py, as a dict rather than a URL.
@@ -152,17 +200,19 @@ class Settings(BaseSettings):
                         db=int(parts.path.lstrip("/") or 0),
                         username=unquote(parts.username) if parts.username else None,
                         password=unquote(parts.password) if parts.password else None)
-            if parts.scheme == "rediss":
-                opts["ssl"] = True
         else:
             opts.update(host=self.redis_host, port=self.redis_port, db=self.redis_db,
                         password=self.redis_password.get_secret_value() if self.redis_password else None)
+        opts.update(self.redis_tls_options())
         return opts
 
     @property
     def redis_display(self) -> str:
+        if self.redis_sentinels:
+            hosts = ",".join(f"{h}:{p}" for h, p in self.redis_sentinel_list)
+            return f"redis-sentinel://{hosts}/{self.redis_sentinel_master}/{self.redis_db}"
         c = self.redis_connection()
-        return f"redis://{c['host']}:{c['port']}/{c['db']}"
+        return f"{'rediss' if c.get('ssl') else 'redis'}://{c['host']}:{c['port']}/{c['db']}"
 
     @cached_property
     def sqlalchemy_url(self) -> str:
@@ -260,6 +310,7 @@ class Settings(BaseSettings):
             if scheme not in ("redis", "rediss"):
                 raise ConfigError(f"REDIS_URL has scheme {scheme!r}; use redis://host:port/db or rediss://...")
         self._check_parses()
+        self._check_redis_failover_and_tls()
         try:
             self.allowed_network_list  # noqa: B018
         except ValueError as exc:
@@ -299,6 +350,27 @@ class Settings(BaseSettings):
                 raise ConfigError(f"{name}={mask_url(value.get_secret_value())} cannot be parsed "
                                   f"({type(exc).__name__}); check its spelling and percent-encode special "
                                   "characters in the password") from None
+
+    def _check_redis_failover_and_tls(self) -> None:
+        if self.redis_sentinels:
+            self.redis_sentinel_list  # noqa: B018 - validates the list
+            if not self.redis_sentinel_master:
+                raise ConfigError("REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is not; give the master name "
+                                  "from the Sentinels' `sentinel monitor NAME ...` line")
+            if self.redis_url is not None:
+                raise ConfigError("REDIS_URL and REDIS_SENTINELS are both set; with Sentinel give REDIS_PASSWORD "
+                                  "and REDIS_DB for the primary and drop REDIS_URL")
+        elif self.redis_sentinel_master:
+            raise ConfigError(f"REDIS_SENTINEL_MASTER={self.redis_sentinel_master!r} is set but REDIS_SENTINELS is "
+                              "not; list the Sentinels like sentinel-1:26379,sentinel-2:26379")
+        if self.redis_tls_key_file is not None and self.redis_tls_cert_file is None:
+            raise ConfigError("REDIS_TLS_KEY_FILE is set without REDIS_TLS_CERT_FILE; give the client certificate "
+                              "that goes with the key")
+        for name, path in (("REDIS_TLS_CA_FILE", self.redis_tls_ca_file),
+                           ("REDIS_TLS_CERT_FILE", self.redis_tls_cert_file),
+                           ("REDIS_TLS_KEY_FILE", self.redis_tls_key_file)):
+            if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
+                raise ConfigError(f"{name}={str(path)!r} is not a readable file; give the path of a PEM file")
 
     def _check_webhooks(self) -> None:
         for url in self.webhook_url_list:

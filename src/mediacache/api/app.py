@@ -52,6 +52,7 @@ def create_app(settings: Settings, *, run_worker: bool = True, run_derive: bool 
         deriver = None
         try:
             await cache.check_migrated()
+            await cache.check_storage_placement()
             if run_worker:
                 from mediacache.worker import CacheWorker
 

@@ -10,12 +10,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 from bullmq import Queue
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from mediacache.broker.connection import explain_redis_failure, producer_client
 from mediacache.broker.derive_jobs import DeriveQueue
 from mediacache.broker.owner import Binding, DatabaseIdentity, Role, claim_queue_owner
 from mediacache.errors import QueueUnavailableError
@@ -31,7 +29,6 @@ KEEP_FAILED = {"age": 7 * 24 * 3600}
 # Removals in flight at once: retry-failed and reconcile remove thousands of old jobs, and one
 # round trip after another would take seconds.
 _REMOVE_BATCH = 100
-_MAX_CONNECTIONS = 64
 
 log = logging.getLogger("mediacache.queue")
 
@@ -87,18 +84,7 @@ class JobQueue:
         self.settings = settings
         self._identity = identity
         self._bound = False
-        conn = settings.redis_connection()
-        conn["socket_timeout"] = 5.0
-        # One quick retry covers a dropped idle connection; bullmq's own default (20 retries with
-        # backoff up to 20 s) would hold an API request for minutes while Redis is down.
-        # A blocking pool: redis-py's default pool raises "Too many connections" once 100 calls are in
-        # flight (a cleanup removing jobs while requests queue new ones); this one makes the extra
-        # calls wait for a connection instead.
-        connection_class = aioredis.SSLConnection if conn.pop("ssl", False) else aioredis.Connection
-        pool = aioredis.BlockingConnectionPool(
-            max_connections=_MAX_CONNECTIONS, timeout=conn["socket_timeout"], connection_class=connection_class,
-            decode_responses=True, retry=Retry(NoBackoff(), 1), health_check_interval=30, **conn)
-        self._client = aioredis.Redis.from_pool(pool)
+        self._client = producer_client(settings)
         self._queue = Queue(QUEUE_NAME, {"connection": self._client, "prefix": settings.queue_prefix})
         self._derive: DeriveQueue | None = None
 
@@ -114,11 +100,7 @@ class JobQueue:
         return self._queue
 
     def _unavailable(self, exc: BaseException, what: str) -> QueueUnavailableError:
-        # "Nothing was queued" only where something was being queued, not on a start-up check.
-        lost = "; nothing was queued" if what.startswith("adding") else ""
-        return QueueUnavailableError(
-            f"Redis at {self.settings.redis_display} did not answer while {what} ({exc}){lost}. "
-            "Check that Redis is running and REDIS_HOST/REDIS_PORT/REDIS_URL point at it")
+        return QueueUnavailableError(explain_redis_failure(self.settings, exc, what))
 
     async def bind(self, role: Role) -> Binding | None:
         """Checks (and at first use records) that this queue belongs to this process's database.

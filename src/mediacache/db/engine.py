@@ -8,7 +8,9 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, pgbouncer: bool = False) -> AsyncEngine:
+    """`pgbouncer=True` (MEDIACACHE_DB_PGBOUNCER) when `url` points at PgBouncer in transaction or
+    statement mode."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -16,7 +18,18 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     # No pool_pre_ping: with asyncpg it costs a transaction round trip on every checkout. A
     # connection that died (database restart) fails its statement, SQLAlchemy drops it from the
     # pool, and the caller's DatabaseError is retried like any other transient failure.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
+                               connect_args=pgbouncer_connect_args() if pgbouncer else {})
+
+
+def pgbouncer_connect_args() -> dict[str, Any]:
+    # Behind PgBouncer in transaction mode each transaction may run on another server connection,
+    # where asyncpg's named prepared statements do not exist ("prepared statement __asyncpg_stmt_8__
+    # does not exist") or are another process's ("already exists"). With no statement cache asyncpg
+    # uses the unnamed statement, parsed in the same message batch as each execution, so none
+    # outlives its transaction. It cannot go in DATABASE_URL: SQLAlchemy passes URL query values to
+    # asyncpg as strings. tests/test_scale_pgbouncer.py fails if named statements come back.
+    return {"statement_cache_size": 0}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -420,6 +420,13 @@ class AssetRepository:
             rows = (await conn.execute(select(*_RECORD_COLUMNS).where(_t.c.id.in_(list(ids))))).all()
         return {r.id: _record(r) for r in rows}
 
+    async def newest_cached_keys(self, limit: int) -> list[str]:
+        """The storage keys of the `limit` most recently cached assets (for the placement check)."""
+        stmt = (select(_t.c.cache_key).where(_t.c.status == CacheStatus.CACHED.value, _t.c.cache_key.is_not(None))
+                .order_by(_t.c.cached_at.desc()).limit(limit))
+        async with self._tx(single_statement=True) as conn:
+            return [str(key) for key in (await conn.execute(stmt)).scalars()]
+
     async def resolvables(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Resolvable]:
         """What URL resolution needs for many ids, in one query."""
         if not ids:

@@ -19,11 +19,12 @@ from mediacache.settings import Settings
 MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
 
 
-def alembic_config(url: str | None = None) -> Config:
+def alembic_config(url: str | None = None, *, pgbouncer: bool = False) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url is not None:
         cfg.attributes["sqlalchemy_url"] = url
+        cfg.attributes["pgbouncer"] = pgbouncer
     return cfg
 
 
@@ -37,7 +38,7 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-    cfg = alembic_config(url)
+    cfg = alembic_config(url, pgbouncer=settings.db_pgbouncer)
     try:
         command.upgrade(cfg, revision)
     except Exception as exc:
@@ -51,8 +52,11 @@ async def upgrade_async(settings: Settings, revision: str = "head") -> None:
     await asyncio.to_thread(upgrade, settings, revision)
 
 
-def engine_for_migrations(url: str) -> AsyncEngine:
-    return create_engine(url, pool_size=1)
+def engine_for_migrations(url: str, *, pgbouncer: bool = False) -> AsyncEngine:
+    # A migration is one transaction on one connection and takes no session lock, so it runs
+    # through PgBouncer in transaction mode too; should an upgrade lock ever be added, it must be
+    # pg_advisory_xact_lock (session locks do not hold in transaction mode).
+    return create_engine(url, pool_size=1, pgbouncer=pgbouncer)
 
 
 async def check_migrated(engine: AsyncEngine, display_url: str) -> None:

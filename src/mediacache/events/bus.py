@@ -18,6 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from mediacache.broker.connection import events_client
 from mediacache.broker.jobs import QUEUE_NAME
 from mediacache.domain import CacheStatus
 from mediacache.events.payload import event_type_for
@@ -72,7 +73,7 @@ class EventBus:
     async def _publish(self, message: Announcement) -> None:
         try:
             if self._publisher is None:
-                self._publisher = aioredis.Redis(**self.settings.redis_connection())
+                self._publisher = events_client(self.settings, socket_timeout_s=30.0)
             await self._publisher.publish(self.channel, message.as_json())
         except (RedisError, OSError) as exc:
             log.debug("could not announce %s of asset %s: %s", message.type, message.asset_id, exc)
@@ -90,7 +91,7 @@ class EventBus:
     async def _subscribe(self) -> None:
         while True:
             # No socket time-out: the connection sits idle between announcements.
-            client = aioredis.Redis(**{**self.settings.redis_connection(), "socket_timeout": None})
+            client = events_client(self.settings, socket_timeout_s=None)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)

@@ -24,6 +24,15 @@ def _url() -> str:
     return str(url)
 
 
+def _pgbouncer() -> bool:
+    if "pgbouncer" in config.attributes:
+        return bool(config.attributes["pgbouncer"])
+    # Run by the plain `alembic` command: the environment says.
+    from mediacache.settings import load_settings
+
+    return load_settings().db_pgbouncer
+
+
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata,
                       render_as_batch=connection.dialect.name == "sqlite")
@@ -32,7 +41,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = engine_for_migrations(_url())
+    engine = engine_for_migrations(_url(), pgbouncer=_pgbouncer())
     try:
         async with engine.connect() as conn:
             await conn.run_sync(_run)

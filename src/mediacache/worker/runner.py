@@ -14,6 +14,7 @@ from typing import Any
 from bullmq import Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError
 
+from mediacache.broker.connection import worker_connection
 from mediacache.broker.jobs import QUEUE_NAME
 from mediacache.db.media_repository import derivable
 from mediacache.domain import CacheStatus
@@ -62,6 +63,7 @@ class CacheWorker:
         """Fails fast, with what to do, when the database, the store or Redis is not usable."""
         await self.cache.check_migrated()
         await self.cache.backends.store.check_writable()
+        await self.cache.check_storage_placement()
         await self.cache.ping_queue()
         await self.cache.bind_queue("worker")
 
@@ -69,7 +71,7 @@ class CacheWorker:
         await self.check()
         lock_ms = self.settings.lock_duration_ms
         self._worker = Worker(QUEUE_NAME, self._process, {
-            "connection": self.settings.redis_connection(),
+            "connection": worker_connection(self.settings),
             "prefix": self.settings.queue_prefix,
             "concurrency": self.concurrency,
             "lockDuration": lock_ms,
