@@ -329,7 +329,8 @@ async def _age(cache: MediaCache, asset_id: uuid.UUID) -> None:
 
     async with cache.backends.engine.begin() as conn:
         await conn.execute(update(CacheAsset).where(CacheAsset.id == asset_id)
-                           .values(created_at=utcnow() - timedelta(days=3)))
+                           .values(created_at=utcnow() - timedelta(days=3),
+                                   last_requested_at=utcnow() - timedelta(days=3)))
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:

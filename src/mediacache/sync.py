@@ -20,6 +20,7 @@ from typing import Any, Self, TypeVar
 
 from mediacache.apptables.backfill import DEFAULT_BATCH_ROWS
 from mediacache.errors import InvalidArgumentError, MediaCacheError
+from mediacache.fetching.host_limiter import HostState
 from mediacache.records import (
     AssetRecord,
     BackfillReport,
@@ -27,11 +28,15 @@ from mediacache.records import (
     CarouselRecord,
     CleanupResult,
     GcReport,
+    MediaInfo,
     QueueStats,
     ReconcileReport,
     TikTokMedia,
     TikTokPostPage,
     TikTokPostRecord,
+    UsageReport,
+    WaitResult,
+    WebhookStats,
 )
 from mediacache.service import MediaCache
 from mediacache.settings import Settings, load_settings
@@ -212,3 +217,40 @@ class SyncMediaCache:
     def backfill_legacy_keys(self, *, dry_run: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS) -> BackfillReport:
         # Progress callbacks would run on the loop's thread; the synchronous form goes without them.
         return self._call(self._cache.backfill_legacy_keys(dry_run=dry_run, batch_rows=batch_rows))
+
+    # ---- second-wave use cases ---------------------------------------------------------------
+
+    def refresh_source(self, asset_id: str | uuid.UUID, url: str) -> AssetRecord:
+        return self._call(self._cache.refresh_source(asset_id, url))
+
+    def wait(self, asset_ids: Sequence[str | uuid.UUID], timeout_s: float = 30.0) -> WaitResult:
+        return self._call(self._cache.wait(asset_ids, timeout_s))
+
+    def trim(self, max_bytes: int) -> int:
+        return self._call(self._cache.trim(max_bytes))
+
+    def usage(self, *, check_bucket: bool = False) -> UsageReport:
+        return self._call(self._cache.usage(check_bucket=check_bucket))
+
+    def derive(self, *, missing: bool = True, since_days: float | None = None, batch_size: int = 500) -> int:
+        return self._call(self._cache.derive(missing=missing, since_days=since_days, batch_size=batch_size))
+
+    def resolve_media(self, values: Sequence[str | uuid.UUID | None],
+                      original_urls: Sequence[str | None]) -> list[tuple[str | None, MediaInfo | None]]:
+        return self._call(self._cache.resolve_media(values, original_urls))
+
+    def host_states(self, limit: int = 50) -> list[HostState]:
+        return self._call(self._cache.host_states(limit))
+
+    def webhook_stats(self) -> WebhookStats:
+        return self._call(self._cache.webhook_stats())
+
+    def dedup_savings(self) -> tuple[int, int]:
+        return self._call(self._cache.dedup_savings())
+
+    def bind_queue(self) -> None:
+        """Checks (and at first use records) that the queue belongs to this database."""
+        return self._call(self._cache.bind_queue())
+
+    def check_storage_placement(self) -> None:
+        return self._call(self._cache.check_storage_placement())

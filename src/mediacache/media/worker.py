@@ -55,6 +55,9 @@ class DeriveWorker:
             "name": f"mediacache-derive@{socket.gethostname()}:{os.getpid()}",
         })
         self._worker.on("error", _on_error)
+        # Connected before run(): a stop that comes while run() is still opening its blocking
+        # connection otherwise leaks it, and the interpreter prints the leak over the log at exit.
+        await self._worker.blockingRedisConnection.getRedisVersion()
         self._task = asyncio.create_task(self._worker.run(), name="bullmq-derive-worker")
         log.info("derive worker ready pid=%d queue=%s concurrency=%d widths=%s", os.getpid(), DERIVE_QUEUE_NAME,
                  self.concurrency, ",".join(map(str, self.settings.thumb_width_list)))
