@@ -7,13 +7,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mediacache.domain import CacheStatus, ErrorKind
+from mediacache.domain import CacheStatus, ErrorKind, human_bytes
 from mediacache.errors import FetchError, InvalidURLError, shown_url
 from mediacache.fetching.fetch import Fetcher
 from mediacache.fetching.urls import check_redirect, validate_url
 from mediacache.service import MediaCache
 from mediacache.settings import load_settings
-from mediacache.units import human_bytes
 from tests.support.origin import Origin
 from tests.support.ports import free_port
 from tests.support.services import WorkerFactory

@@ -1,4 +1,5 @@
-"""Statuses, error kinds and the allowed status transitions of a cache asset; no I/O."""
+"""Statuses, error kinds and the allowed status transitions of a cache asset, and sizes as people
+read them; no I/O."""
 
 from __future__ import annotations
 
@@ -71,3 +72,21 @@ class MediaState(StrEnum):
     CORRUPT = "corrupt"  # undecodable, truncated, or the decoder crashed or timed out
     UNSUPPORTED = "unsupported"  # a type we make no derivatives of (SVG, BMP, ...)
     FAILED = "failed"  # our side failed (storage, database) after the job's retries
+
+
+# ---- sizes as people read them: one formatter for messages, the CLI and the dashboard ----------
+
+
+def human_bytes(n: int) -> str:
+    """`629145600` -> `600.0 MiB` (binary units; whole bytes below 1 KiB)."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def bytes_and_human(n: int) -> str:
+    """`629145600` -> `629145600 bytes (600.0 MiB)`: exact for logs, readable for people."""
+    return f"{n} bytes ({human_bytes(n)})"

@@ -39,7 +39,7 @@ def test_the_most_specific_pattern_wins_whatever_the_order(order: int) -> None:
 
 def test_without_a_star_rule_the_built_in_default_applies() -> None:
     assert parse_host_limits("a.com=1/s:1").rule_for("b.com") == DEFAULT_RULE
-    assert (DEFAULT_RULE.rate_per_s, DEFAULT_RULE.concurrency) == (50.0, 32)
+    assert (DEFAULT_RULE.rate_per_s, DEFAULT_RULE.concurrency) == (None, 64)
     assert parse_host_limits("").rule_for("b.com") == DEFAULT_RULE
     assert parse_host_limits(None).rule_for("b.com") == DEFAULT_RULE
 

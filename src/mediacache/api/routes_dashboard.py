@@ -21,10 +21,10 @@ from mediacache.api.schemas import (
     QueueStatsBody,
     WebhookStatsBody,
 )
+from mediacache.domain import human_bytes
 from mediacache.errors import QueueUnavailableError
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
-from mediacache.units import human_bytes
 
 router = APIRouter(tags=["dashboard"])
 log = logging.getLogger("mediacache.api")

@@ -110,7 +110,9 @@ def explain_redis_failure(settings: Settings, exc: BaseException, what: str) -> 
     text tells a wrong CA from a missing client certificate."""
     msg = str(exc)
     where = f"Redis at {settings.redis_display}"
-    generic = f"{where} did not answer while {what} ({msg}); nothing was queued."
+    # "Nothing was queued" only where something was being queued, not on a start-up check.
+    lost = "; nothing was queued" if what.startswith("adding") else ""
+    generic = f"{where} did not answer while {what} ({msg}){lost}."
     if "CERTIFICATE_VERIFY_FAILED" in msg:
         reason = msg.split("] ", 1)[-1].rstrip(".")
         ca = settings.redis_tls_ca_file

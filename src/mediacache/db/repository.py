@@ -226,7 +226,8 @@ class AssetRepository:
             now = utcnow()
             rows = [{"id": r.new_id, "original_url": r.url, "source_key": r.source_key,
                      "status": CacheStatus.PENDING.value, "attempts": 0, "requests": 1, "created_at": now,
-                     "updated_at": now, "last_requested_at": now} for r in todo]
+                     "updated_at": now, "last_requested_at": now, "source_expires_at": link_expiry(r.url)}
+                    for r in todo]
             async with self._tx(single_statement=True) as conn:
                 inserted = {row.source_key: row.id for row in
                             (await conn.execute(self._insert_live, rows[0] if len(rows) == 1 else rows)).all()}
@@ -274,7 +275,7 @@ class AssetRepository:
             for asset_id, old, new in changes:
                 await conn.execute(update(_t).where(_t.c.id == asset_id, _t.c.original_url == old,
                                                     _t.c.status.in_(waiting))
-                                   .values(original_url=new, updated_at=now))
+                                   .values(original_url=new, source_expires_at=link_expiry(new), updated_at=now))
 
     async def delete_ids(self, ids: Iterable[uuid.UUID]) -> int:
         ids = list(ids)

@@ -12,14 +12,13 @@ from datetime import UTC
 
 import httpx
 
-from mediacache.domain import ErrorKind
+from mediacache.domain import ErrorKind, bytes_and_human
 from mediacache.errors import FetchError, InvalidURLError, shown_url
 from mediacache.fetching.expiry import is_expired
 from mediacache.fetching.netguard import AddressPolicy, guarded_transport
 from mediacache.fetching.sniff import SNIFF_HEAD_BYTES, is_allowed, sniff_content_type
 from mediacache.fetching.urls import check_redirect, validate_url
 from mediacache.settings import Settings
-from mediacache.units import bytes_and_human
 
 MAX_REDIRECTS = 5
 USER_AGENT = "mediacache/0.1 (+https://github.com/mediacache)"

@@ -17,7 +17,7 @@ from mediacache.errors import ConfigError
 from mediacache.fetching.host_limiter import BreakerPolicy
 from mediacache.fetching.host_rules import HostRuleError, HostRules, parse_host_limits
 from mediacache.fetching.source_key import SourceKeyRules
-from mediacache.secret_urls import check_url_syntax, mask_url
+from mediacache.settings.secret_urls import check_url_syntax, mask_url
 
 MAX_PRESIGN_TTL_S = 7 * 24 * 3600  # S3 SigV4 refuses presigned URLs valid for longer
 _REDIS_EXAMPLE = "redis://:p%40ss@host:6379/0"
