@@ -136,3 +136,25 @@ async def test_a_shared_object_counts_once_until_its_last_holder_goes(cache: Med
     assert await cache.stored_bytes() == 1000
     await assets.delete_ids(ids[2:])
     assert await cache.stored_bytes() == 0
+
+
+async def test_deleting_every_holder_of_an_object_in_one_statement_takes_its_bytes_off_once(
+        cache: MediaCache) -> None:
+    assets = cache.backends.assets
+    ids = [uuid.uuid4() for _ in range(4)]
+    await assets.insert_pending([(i, f"https://example.com/once/{n}.jpg") for n, i in enumerate(ids)])
+    for asset_id in ids:
+        claim = await assets.claim(asset_id, uuid.uuid4().hex, lease_s=30)
+        assert claim is not None
+        await assets.mark_cached(claim, cache_key=f"media/{asset_id}/{claim.token}.jpg",
+                                 content_type="image/jpeg", size_bytes=700, sha256="b" * 64)
+    other = uuid.uuid4()
+    await assets.insert_pending([(other, "https://example.com/other.jpg")])
+    claim = await assets.claim(other, uuid.uuid4().hex, lease_s=30)
+    assert claim is not None
+    await assets.mark_cached(claim, cache_key=f"media/{other}/x.jpg", content_type="image/jpeg", size_bytes=50,
+                             sha256="c" * 64)
+    assert await cache.stored_bytes() == 750
+    await assets.delete_ids(ids)  # one DELETE for all four holders of the shared object
+    assert await cache.stored_bytes() == 50
+    await _assert_counts_match(cache)

@@ -12,6 +12,7 @@ from typing import Any
 from bullmq import Worker
 from bullmq.custom_errors import UnrecoverableError
 
+from mediacache.broker.connection import worker_connection
 from mediacache.broker.derive_jobs import DERIVE_QUEUE_NAME
 from mediacache.errors import FinalFailureError, MediaCacheError
 from mediacache.media.job import DeriveJobHandler
@@ -44,7 +45,7 @@ class DeriveWorker:
         await self.sandbox.start()
         lock_ms = max(self.settings.lock_duration_ms, 60_000)  # a decode may take the sandbox's 30 s
         self._worker = Worker(DERIVE_QUEUE_NAME, self._process, {
-            "connection": self.settings.redis_connection(),
+            "connection": worker_connection(self.settings),
             "prefix": self.settings.queue_prefix,
             "concurrency": self.concurrency,
             "lockDuration": lock_ms,

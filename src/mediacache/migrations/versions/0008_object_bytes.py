@@ -4,7 +4,12 @@ With content deduplication (0006) several CACHED assets can point at one object.
 0003 added every asset's size, so `stored_bytes()` counted a shared object once per asset. Now an
 object's bytes are added when its key gets its first CACHED holder and taken away when its last
 holder leaves (an index lookup on cache_key in the same trigger), so the counter says what the
-bucket holds. On PostgreSQL the lookup takes a fresh snapshot per statement, and the sharing
+bucket holds. The lookups leave out the row being changed and see the rows changed before it in
+the same statement: SQLite runs row triggers as each row changes, and on PostgreSQL the triggers
+become BEFORE triggers for updates and deletes for that reason (an AFTER trigger sees the whole
+statement done, so a DELETE of every holder of one object would take its bytes off once per
+holder). Inserts keep an AFTER trigger: a BEFORE INSERT trigger fires for rows that ON CONFLICT
+DO NOTHING then leaves out. The sharing
 UPDATE locks the holder row FOR SHARE (see `AssetRepository.mark_cached`), so a cleanup deleting
 the holder while a download shares it still counts the object exactly once.
 
@@ -28,8 +33,8 @@ _KIND = "CASE WHEN {row}.status = 'FAILED' THEN COALESCE({row}.error_kind, 'unkn
 # The object of a row leaving CACHED (or leaving a key) counts off only when no CACHED row holds
 # its key any more; the object of a row arriving counts on only when no other CACHED row held it.
 _OLD_BYTES = ("CASE WHEN OLD.status = 'CACHED' AND OLD.cache_key IS NOT NULL AND NOT EXISTS ("
-              "SELECT 1 FROM cache_assets h WHERE h.cache_key = OLD.cache_key AND h.status = 'CACHED') "
-              "THEN COALESCE(OLD.size_bytes, 0) ELSE 0 END")
+              "SELECT 1 FROM cache_assets h WHERE h.cache_key = OLD.cache_key AND h.status = 'CACHED' "
+              "AND h.id <> OLD.id) THEN COALESCE(OLD.size_bytes, 0) ELSE 0 END")
 _NEW_BYTES = ("CASE WHEN NEW.status = 'CACHED' AND NEW.cache_key IS NOT NULL AND NOT EXISTS ("
               "SELECT 1 FROM cache_assets h WHERE h.cache_key = NEW.cache_key AND h.status = 'CACHED' "
               "AND h.id <> NEW.id) THEN COALESCE(NEW.size_bytes, 0) ELSE 0 END")
@@ -51,11 +56,23 @@ BEGIN
         ON CONFLICT (status, error_kind, shard)
         DO UPDATE SET assets = c.assets + EXCLUDED.assets, bytes = c.bytes + EXCLUDED.bytes;
     END IF;
-    RETURN NULL;
+    -- A BEFORE trigger: returning the row lets the change go ahead.
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
 END $$
 """
+_PG_TRIGGERS = [
+    # AFTER for inserts: a BEFORE INSERT trigger also fires for the rows that ON CONFLICT DO NOTHING
+    # then leaves out (deduplication's enqueue), and would count assets that were never written.
+    "CREATE TRIGGER cache_assets_count_ins AFTER INSERT ON cache_assets FOR EACH ROW "
+    "EXECUTE FUNCTION cache_assets_count()",
+    "CREATE TRIGGER cache_assets_count_del BEFORE DELETE ON cache_assets FOR EACH ROW "
+    "EXECUTE FUNCTION cache_assets_count()",
+]
 _PG_UPDATE_TRIGGER = """
-CREATE TRIGGER cache_assets_count_upd AFTER UPDATE OF status, error_kind, size_bytes, cache_key ON cache_assets
+CREATE TRIGGER cache_assets_count_upd BEFORE UPDATE OF status, error_kind, size_bytes, cache_key ON cache_assets
 FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
                    OR (NEW.status = 'FAILED' AND OLD.error_kind IS DISTINCT FROM NEW.error_kind)
                    OR (NEW.status = 'CACHED' AND (OLD.size_bytes IS DISTINCT FROM NEW.size_bytes
@@ -102,7 +119,10 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("LOCK TABLE cache_assets IN SHARE ROW EXCLUSIVE MODE")
         op.execute(_PG_FUNCTION)
-        op.execute("DROP TRIGGER cache_assets_count_upd ON cache_assets")
+        for name in ("cache_assets_count_ins", "cache_assets_count_del", "cache_assets_count_upd"):
+            op.execute(f"DROP TRIGGER {name} ON cache_assets")
+        for statement in _PG_TRIGGERS:
+            op.execute(statement)
         op.execute(_PG_UPDATE_TRIGGER)
     else:
         for name in ("cache_assets_count_ins", "cache_assets_count_del", "cache_assets_count_upd"):
@@ -121,8 +141,10 @@ def downgrade() -> None:
     counts = importlib.import_module("mediacache.migrations.versions.0003_asset_counts")
     if op.get_bind().dialect.name == "postgresql":
         op.execute(counts._PG_FUNCTION.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"))
-        op.execute("DROP TRIGGER cache_assets_count_upd ON cache_assets")
-        op.execute(counts._PG_TRIGGERS[2])
+        for name in ("cache_assets_count_ins", "cache_assets_count_del", "cache_assets_count_upd"):
+            op.execute(f"DROP TRIGGER {name} ON cache_assets")
+        for statement in counts._PG_TRIGGERS:
+            op.execute(statement)
     else:
         for name in ("cache_assets_count_ins", "cache_assets_count_del", "cache_assets_count_upd"):
             op.execute(f"DROP TRIGGER {name}")
