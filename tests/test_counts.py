@@ -7,7 +7,7 @@ import random
 import uuid
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from mediacache.db.models import CacheAsset
 from mediacache.domain import CacheStatus, ErrorKind
@@ -40,6 +40,12 @@ async def _assert_counts_match(cache: MediaCache) -> None:
     assert stats.total == sum(by_status.values())
     assert stats.failed_by_kind == kinds
     assert await cache.stored_bytes() == stored
+    t = CacheAsset.__table__
+    async with cache.backends.engine.connect() as conn:
+        repeats, logical = (await conn.execute(select(
+            func.coalesce(func.sum(t.c.requests - 1), 0),
+            func.coalesce(func.sum(case((t.c.status == "CACHED", t.c.size_bytes), else_=0)), 0)))).one()
+    assert await cache.dedup_savings() == (int(repeats), max(int(logical) - stored, 0))
 
 
 async def _drive(cache: MediaCache, asset_id: uuid.UUID, rng: random.Random) -> None:
@@ -157,4 +163,15 @@ async def test_deleting_every_holder_of_an_object_in_one_statement_takes_its_byt
     assert await cache.stored_bytes() == 750
     await assets.delete_ids(ids)  # one DELETE for all four holders of the shared object
     assert await cache.stored_bytes() == 50
+    await _assert_counts_match(cache)
+
+
+async def test_repeat_requests_are_counted_by_the_triggers(cache: MediaCache) -> None:
+    base = f"https://p16-sign.tiktokcdn.com/obj/{uuid.uuid4().hex}.jpeg"
+    ids = await cache.cache_images([f"{base}?x-expires={1900000000 + n}&x-signature=s{n}" for n in range(3)])
+    assert len(set(ids)) == 1
+    again = await cache.cache_image(f"{base}?x-expires=1900000009&x-signature=later")
+    assert again == ids[0]
+    avoided, _not_stored = await cache.dedup_savings()
+    assert avoided == 1  # the batch's duplicates are one request; the later call is the repeat
     await _assert_counts_match(cache)

@@ -112,6 +112,10 @@ class CacheAssetCount(Base):
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     assets: Mapped[int] = mapped_column(BigInteger, nullable=False)
     bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # Requests answered (1 per asset plus the repeats deduplication answered) and bytes as if each
+    # CACHED asset had its own copy (migration 0008): the usage figures of what deduplication saved.
+    requests: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    logical_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
 
 
 # BIGINT on PostgreSQL; SQLite only auto-numbers a column declared exactly INTEGER PRIMARY KEY.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
@@ -39,22 +40,30 @@ _NEW_BYTES = ("CASE WHEN NEW.status = 'CACHED' AND NEW.cache_key IS NOT NULL AND
               "SELECT 1 FROM cache_assets h WHERE h.cache_key = NEW.cache_key AND h.status = 'CACHED' "
               "AND h.id <> NEW.id) THEN COALESCE(NEW.size_bytes, 0) ELSE 0 END")
 
+# Per asset, for the usage figures deduplication saved: its requests (1 + the repeats it answered)
+# and, once CACHED, its size as if it had its own copy.
+_LOGICAL = "CASE WHEN {row}.status = 'CACHED' THEN COALESCE({row}.size_bytes, 0) ELSE 0 END"
+_ADD = ("assets = c.assets + EXCLUDED.assets, bytes = c.bytes + EXCLUDED.bytes, "
+        "requests = c.requests + EXCLUDED.requests, logical_bytes = c.logical_bytes + EXCLUDED.logical_bytes")
+
 _PG_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION cache_assets_count() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     v_shard smallint := floor(random() * {SHARDS});
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        INSERT INTO cache_asset_counts AS c (status, error_kind, shard, assets, bytes)
-        VALUES (OLD.status, {_KIND.format(row="OLD")}, v_shard, -1, -({_OLD_BYTES}))
+        INSERT INTO cache_asset_counts AS c (status, error_kind, shard, assets, bytes, requests, logical_bytes)
+        VALUES (OLD.status, {_KIND.format(row="OLD")}, v_shard, -1, -({_OLD_BYTES}), -COALESCE(OLD.requests, 1),
+                -({_LOGICAL.format(row="OLD")}))
         ON CONFLICT (status, error_kind, shard)
-        DO UPDATE SET assets = c.assets + EXCLUDED.assets, bytes = c.bytes + EXCLUDED.bytes;
+        DO UPDATE SET {_ADD};
     END IF;
     IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        INSERT INTO cache_asset_counts AS c (status, error_kind, shard, assets, bytes)
-        VALUES (NEW.status, {_KIND.format(row="NEW")}, v_shard, 1, {_NEW_BYTES})
+        INSERT INTO cache_asset_counts AS c (status, error_kind, shard, assets, bytes, requests, logical_bytes)
+        VALUES (NEW.status, {_KIND.format(row="NEW")}, v_shard, 1, {_NEW_BYTES}, COALESCE(NEW.requests, 1),
+                {_LOGICAL.format(row="NEW")})
         ON CONFLICT (status, error_kind, shard)
-        DO UPDATE SET assets = c.assets + EXCLUDED.assets, bytes = c.bytes + EXCLUDED.bytes;
+        DO UPDATE SET {_ADD};
     END IF;
     -- A BEFORE trigger: returning the row lets the change go ahead.
     IF TG_OP = 'DELETE' THEN
@@ -72,8 +81,8 @@ _PG_TRIGGERS = [
     "EXECUTE FUNCTION cache_assets_count()",
 ]
 _PG_UPDATE_TRIGGER = """
-CREATE TRIGGER cache_assets_count_upd BEFORE UPDATE OF status, error_kind, size_bytes, cache_key ON cache_assets
-FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+CREATE TRIGGER cache_assets_count_upd BEFORE UPDATE OF status, error_kind, size_bytes, cache_key, requests
+ON cache_assets FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.requests IS DISTINCT FROM NEW.requests
                    OR (NEW.status = 'FAILED' AND OLD.error_kind IS DISTINCT FROM NEW.error_kind)
                    OR (NEW.status = 'CACHED' AND (OLD.size_bytes IS DISTINCT FROM NEW.size_bytes
                                                   OR OLD.cache_key IS DISTINCT FROM NEW.cache_key)))
@@ -83,9 +92,11 @@ EXECUTE FUNCTION cache_assets_count()
 
 def _sqlite_change(row: str, sign: str, size: str) -> str:
     kind = _KIND.format(row=row)
-    return (f"INSERT OR IGNORE INTO cache_asset_counts (status, error_kind, shard, assets, bytes) "
-            f"VALUES ({row}.status, {kind}, 0, 0, 0); "
-            f"UPDATE cache_asset_counts SET assets = assets {sign} 1, bytes = bytes {sign} ({size}) "
+    return (f"INSERT OR IGNORE INTO cache_asset_counts (status, error_kind, shard, assets, bytes, requests, "
+            f"logical_bytes) VALUES ({row}.status, {kind}, 0, 0, 0, 0, 0); "
+            f"UPDATE cache_asset_counts SET assets = assets {sign} 1, bytes = bytes {sign} ({size}), "
+            f"requests = requests {sign} COALESCE({row}.requests, 1), "
+            f"logical_bytes = logical_bytes {sign} ({_LOGICAL.format(row=row)}) "
             f"WHERE status = {row}.status AND error_kind = {kind} AND shard = 0;")
 
 
@@ -94,8 +105,9 @@ _SQLITE_TRIGGERS = [
         BEGIN {_sqlite_change("NEW", "+", _NEW_BYTES)} END""",
     f"""CREATE TRIGGER cache_assets_count_del AFTER DELETE ON cache_assets
         BEGIN {_sqlite_change("OLD", "-", _OLD_BYTES)} END""",
-    f"""CREATE TRIGGER cache_assets_count_upd AFTER UPDATE OF status, error_kind, size_bytes, cache_key ON cache_assets
-        WHEN OLD.status IS NOT NEW.status
+    f"""CREATE TRIGGER cache_assets_count_upd AFTER UPDATE OF status, error_kind, size_bytes, cache_key, requests
+        ON cache_assets
+        WHEN OLD.status IS NOT NEW.status OR OLD.requests IS NOT NEW.requests
              OR (NEW.status = 'FAILED' AND OLD.error_kind IS NOT NEW.error_kind)
              OR (NEW.status = 'CACHED' AND (OLD.size_bytes IS NOT NEW.size_bytes OR OLD.cache_key IS NOT NEW.cache_key))
         BEGIN {_sqlite_change("OLD", "-", _OLD_BYTES)} {_sqlite_change("NEW", "+", _NEW_BYTES)} END""",
@@ -103,7 +115,13 @@ _SQLITE_TRIGGERS = [
 
 # The bytes of every object once: the largest size among its holders (they agree: same sha256).
 _RECOUNT_BYTES = [
-    "UPDATE cache_asset_counts SET bytes = 0",
+    "UPDATE cache_asset_counts SET bytes = 0, requests = 0, logical_bytes = 0",
+    f"""INSERT INTO cache_asset_counts (status, error_kind, shard, assets, bytes, requests, logical_bytes)
+       SELECT status, {_KIND.format(row="cache_assets")}, 0, 0, 0, sum(COALESCE(requests, 1)),
+              sum({_LOGICAL.format(row="cache_assets")})
+       FROM cache_assets WHERE 1 = 1 GROUP BY status, {_KIND.format(row="cache_assets")}
+       ON CONFLICT (status, error_kind, shard)
+       DO UPDATE SET requests = excluded.requests, logical_bytes = excluded.logical_bytes""",
     """INSERT INTO cache_asset_counts (status, error_kind, shard, assets, bytes)
        SELECT 'CACHED', '', 0, 0, 0 WHERE NOT EXISTS (
            SELECT 1 FROM cache_asset_counts WHERE status = 'CACHED' AND error_kind = '' AND shard = 0)""",
@@ -116,6 +134,9 @@ _RECOUNT_BYTES = [
 
 
 def upgrade() -> None:
+    op.add_column("cache_asset_counts", sa.Column("requests", sa.BigInteger(), nullable=False, server_default="0"))
+    op.add_column("cache_asset_counts", sa.Column("logical_bytes", sa.BigInteger(), nullable=False,
+                                                  server_default="0"))
     if op.get_bind().dialect.name == "postgresql":
         op.execute("LOCK TABLE cache_assets IN SHARE ROW EXCLUSIVE MODE")
         op.execute(_PG_FUNCTION)
@@ -150,3 +171,5 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER {name}")
         for statement in counts._SQLITE_TRIGGERS:
             op.execute(statement)
+    op.drop_column("cache_asset_counts", "logical_bytes")
+    op.drop_column("cache_asset_counts", "requests")
