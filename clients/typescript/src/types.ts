@@ -52,11 +52,40 @@ export interface AssetRecord {
   created_at: string;
   updated_at: string;
   cached_at: string | null;
+  /** When the asset was last asked for, and how many requests it answered (deduplication). */
+  last_requested_at: string | null;
+  requests: number;
+  /** Media metadata, once the derive worker has read the file (null until then, or where it does not apply). */
+  width: number | null;
+  height: number | null;
+  frames: number | null;
+  duration_s: number | null;
+  video_codec: string | null;
+  audio_codec: string | null;
+  /** A ThumbHash, base64-encoded: a tiny preview to paint while the media loads. */
+  placeholder: string | null;
+  /** null until derived; then pending, ok, too_large, corrupt, unsupported or failed. */
+  media_state: string | null;
+  media_error: string | null;
+  /** WebP thumbnails (images) and posters (videos), narrowest first. */
+  derivatives: Derivative[];
 }
 export const ASSET_RECORD_KEYS = keysOf<AssetRecord>()([
   "id", "original_url", "status", "url", "cache_key", "content_type", "size_bytes", "sha256",
-  "attempts", "error", "error_kind", "created_at", "updated_at", "cached_at",
+  "attempts", "error", "error_kind", "created_at", "updated_at", "cached_at", "last_requested_at", "requests",
+  "width", "height", "frames", "duration_s", "video_codec", "audio_codec", "placeholder", "media_state",
+  "media_error", "derivatives",
 ]);
+
+/** A thumbnail or poster of an asset. */
+export interface Derivative {
+  kind: "thumb" | "poster" | (string & {});
+  width: number;
+  height: number;
+  content_type: string;
+  url: string;
+}
+export const DERIVATIVE_KEYS = keysOf<Derivative>()(["kind", "width", "height", "content_type", "url"]);
 
 /** `POST /api/assets`: 202 with the new asset's id. */
 export interface QueuedAsset {
@@ -95,17 +124,37 @@ export interface CacheStats {
   failed: number;
   total: number;
   failed_by_kind: Record<string, number>;
+  /** PENDING assets whose signed link expires within 15 minutes. */
+  at_risk: number;
 }
 export const CACHE_STATS_KEYS = keysOf<CacheStats>()([
-  "pending", "downloading", "cached", "failed", "total", "failed_by_kind",
+  "pending", "downloading", "cached", "failed", "total", "failed_by_kind", "at_risk",
+]);
+
+/** One origin host as the per-host limiter sees it. */
+export interface HostState {
+  host: string;
+  breaker: "closed" | "open" | "half_open" | (string & {});
+  limits: string;
+  rate_per_s: number;
+  permits_in_use: number;
+  recent_failures: number;
+  /** Unix seconds, while the breaker is open. */
+  open_until: number | null;
+  /** Unix seconds, set by a 429 or 503 with Retry-After. */
+  paused_until: number | null;
+}
+export const HOST_STATE_KEYS = keysOf<HostState>()([
+  "host", "breaker", "limits", "rate_per_s", "permits_in_use", "recent_failures", "open_until", "paused_until",
 ]);
 
 /** `GET /api/stats`. */
 export interface Stats {
   queue: QueueStats;
   cache: CacheStats;
+  hosts: HostState[];
 }
-export const STATS_KEYS = keysOf<Stats>()(["queue", "cache"]);
+export const STATS_KEYS = keysOf<Stats>()(["queue", "cache", "hosts"]);
 
 /** `POST /api/assets/retry-failed`. */
 export interface RetriedResult {

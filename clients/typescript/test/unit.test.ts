@@ -48,6 +48,9 @@ function record(id: string, status: AssetRecord["status"]): AssetRecord {
     id, original_url: `https://cdn.example/${id}.jpg`, status, url: null, cache_key: null, content_type: null,
     size_bytes: null, sha256: null, attempts: 0, error: null, error_kind: null,
     created_at: "2025-01-01T00:00:00Z", updated_at: "2025-01-01T00:00:00Z", cached_at: null,
+    last_requested_at: "2025-01-01T00:00:00Z", requests: 1, width: null, height: null, frames: null,
+    duration_s: null, video_codec: null, audio_codec: null, placeholder: null, media_state: null,
+    media_error: null, derivatives: [],
   };
 }
 
