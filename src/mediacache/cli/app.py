@@ -24,7 +24,7 @@ from rich.text import Text
 from mediacache.cli.logs import LogFormat, error_line, setup_logging
 from mediacache.cli.sizes import parse_size
 from mediacache.domain import CacheStatus, parse_asset_id
-from mediacache.errors import InvalidArgumentError, MediaCacheError
+from mediacache.errors import InvalidArgumentError, MediaCacheError, NotMigratedError
 from mediacache.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -58,8 +58,21 @@ LogFormatOption = Annotated[LogFormat | None, typer.Option(
     "--log-format", help="text, or json: one JSON object per line (default MEDIACACHE_LOG_FORMAT, text)")]
 
 
-def _settings() -> Settings:
-    return load_settings()
+def _settings(*, require_database: bool = True) -> Settings:
+    """The settings; with `require_database`, a SQLite file that is not there is refused first.
+
+    Opening a missing SQLite file fails inside aiosqlite's thread, which can then report into an
+    event loop already closed and print a traceback after our one-line error; and the likely cause
+    is a command run from another directory (the data directory is relative by default).
+    """
+    settings = load_settings()
+    url = settings.sqlalchemy_url
+    if require_database and url.startswith("sqlite") and not Path(url.split(":///", 1)[1]).exists():
+        raise NotMigratedError(
+            f"the database {settings.database_display} is not migrated: it has no mediacache tables (the file "
+            "does not exist); run `mediacache db upgrade` first, or set MEDIACACHE_DATA_DIR or DATABASE_URL "
+            "to the migrated database")
+    return settings
 
 
 def _setup_logging(settings: Settings, log_format: LogFormat | None = None) -> None:
@@ -75,7 +88,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
     """Creates or migrates the cache tables (SQLite or PostgreSQL, from DATABASE_URL)."""
     from mediacache.db.schema import upgrade
 
-    settings = _settings()
+    settings = _settings(require_database=False)
     upgrade(settings, revision)
     err.print(f"database {settings.database_display} is at revision {revision}")
 
@@ -122,7 +135,7 @@ def serve(
     from mediacache.broker.embedded import redis_or_embedded
     from mediacache.db.schema import upgrade
 
-    settings = _settings()
+    settings = _settings(require_database=False)  # serve migrates a SQLite database itself
     check_exposure(settings, host, allow_anonymous=allow_anonymous)
     _setup_logging(settings, log_format)
     # The embedded default (SQLite) is migrated here; a shared PostgreSQL is
