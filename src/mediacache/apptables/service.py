@@ -10,7 +10,7 @@ import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mediacache.apptables.backfill import DEFAULT_BATCH_ROWS, backfill_legacy_keys
 from mediacache.apptables.media import MediaPlan, keys_to_check
@@ -34,7 +34,27 @@ from mediacache.storage.base import ObjectStore
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from mediacache.service import MediaCache
+    from mediacache.records import AssetRecord, MediaInfo
+    from mediacache.settings import Settings
+
+
+class AssetUseCases(Protocol):
+    """The asset use cases AppTables needs: MediaCache's public methods, and nothing else of it.
+
+    A protocol rather than an import of MediaCache, which composes AppTables: the dependency runs
+    one way only.
+    """
+
+    settings: Settings
+
+    async def cache_images(self, urls: Sequence[str]) -> list[uuid.UUID]: ...
+
+    async def get_assets(self, asset_ids: Sequence[str | uuid.UUID]) -> dict[uuid.UUID, AssetRecord]: ...
+
+    async def refresh_source(self, asset_id: str | uuid.UUID, url: str) -> AssetRecord: ...
+
+    async def resolve_media(self, values: Sequence[str | uuid.UUID | None],
+                            original_urls: Sequence[str | None]) -> list[tuple[str | None, MediaInfo | None]]: ...
 
 MAX_PAGE = 100
 
@@ -88,7 +108,7 @@ def _dimension(image: Mapping[str, Any], name: str) -> int | None:
 class AppTables:
     """Carousels and TikTok posts whose `*_key` columns hold cache asset ids (or legacy storage keys)."""
 
-    def __init__(self, cache: MediaCache, engine: AsyncEngine, store: ObjectStore) -> None:
+    def __init__(self, cache: AssetUseCases, engine: AsyncEngine, store: ObjectStore) -> None:
         self._cache = cache
         self._store = store
         display = cache.settings.database_display
