@@ -175,3 +175,66 @@ async def test_repeat_requests_are_counted_by_the_triggers(cache: MediaCache) ->
     avoided, _not_stored = await cache.dedup_savings()
     assert avoided == 1  # the batch's duplicates are one request; the later call is the repeat
     await _assert_counts_match(cache)
+
+
+async def test_statements_that_change_many_rows_at_once_are_counted_exactly(cache: MediaCache) -> None:
+    """Bulk inserts, updates and deletes, with objects shared inside one statement and across them."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import delete, insert, update
+
+    t = CacheAsset.__table__
+    now = datetime.now(UTC)
+    run = uuid.uuid4().hex
+    rows = []
+    for n in range(200):
+        status = ("CACHED", "FAILED", "PENDING", "DOWNLOADING")[n % 4]
+        cached = status == "CACHED"
+        rows.append({"id": uuid.uuid4(), "original_url": f"https://example.com/{run}/{n}.jpg", "status": status,
+                     "attempts": 1, "error_kind": "not_found" if status == "FAILED" else None,
+                     # Every CACHED row shares one of 10 objects: 5 holders an object in this one INSERT.
+                     "cache_key": f"media/{run}/{n % 40}.jpg" if cached else None,
+                     "size_bytes": 1000 + n % 40 if cached else None, "created_at": now, "updated_at": now})
+    async with cache.backends.engine.begin() as conn:
+        await conn.execute(insert(t), rows)
+    await _assert_counts_match(cache)
+    assert await cache.stored_bytes() == sum(1000 + k for k in range(0, 40, 4))
+    async with cache.backends.engine.begin() as conn:
+        # One UPDATE moves some holders off their object (back to PENDING) and others onto a new key.
+        await conn.execute(update(t).where(t.c.status == "CACHED", t.c.original_url.like(f"%/{run}/1%"))
+                           .values(status="PENDING", cache_key=None, size_bytes=None))
+        await conn.execute(update(t).where(t.c.status == "CACHED", t.c.original_url.like(f"%/{run}/2%"))
+                           .values(cache_key=f"media/{run}/moved.jpg", size_bytes=5))
+        await conn.execute(update(t).where(t.c.status == "FAILED").values(status="PENDING", error_kind=None))
+    await _assert_counts_match(cache)
+    async with cache.backends.engine.begin() as conn:
+        await conn.execute(delete(t).where(t.c.original_url.like(f"%/{run}/%"), t.c.status != "CACHED"))
+    await _assert_counts_match(cache)
+    async with cache.backends.engine.begin() as conn:
+        await conn.execute(delete(t).where(t.c.original_url.like(f"%/{run}/%")))
+    await _assert_counts_match(cache)
+    assert await cache.stored_bytes() == 0
+
+
+async def test_counting_goes_on_across_a_downgrade_and_upgrade_of_the_triggers(
+        fresh_db_url: str, tmp_path: Path) -> None:
+    """0010 swaps PostgreSQL's row triggers for statement triggers; no change is lost either way."""
+    from alembic import command
+
+    from mediacache.db.schema import alembic_config, upgrade_async
+    from mediacache.settings import load_settings
+
+    settings = load_settings(env_file=None, database_url=fresh_db_url, data_dir=tmp_path)
+    await upgrade_async(settings)
+    rng = random.Random(10)
+    async with MediaCache(settings) as mc:
+        for revision in ("0009", "head"):
+            ids = [uuid.uuid4() for _ in range(30)]
+            await mc.backends.assets.insert_pending([(i, f"https://example.com/{i}.jpg") for i in ids])
+            for asset_id in ids:
+                await _drive(mc, asset_id, rng)
+            await _assert_counts_match(mc)
+            await asyncio.to_thread(command.downgrade if revision == "0009" else command.upgrade,
+                                    alembic_config(settings.sqlalchemy_url), revision)
+            await mc.backends.assets.delete_ids(ids[:10])
+            await _assert_counts_match(mc)
