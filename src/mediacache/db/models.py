@@ -94,7 +94,7 @@ class CacheAsset(Base):
         Index("uq_cache_assets_source_key_live", "source_key", unique=True,
               postgresql_where=text(LIVE_PREDICATE), sqlite_where=text(LIVE_PREDICATE)),
         Index("ix_cache_assets_last_requested_at", "last_requested_at", "id"),
-        Index("ix_cache_assets_cache_key", "cache_key"),
+        Index("ix_cache_assets_cache_key_status", "cache_key", "status"),
         Index("ix_cache_assets_sha256", "sha256"),
         Index("ix_cache_assets_status_source_expires_at", "status", "source_expires_at"),
     )
