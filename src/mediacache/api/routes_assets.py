@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from typing import Annotated, Any
@@ -106,9 +107,9 @@ async def resolve(body: ResolveRequest, cache: CacheDep) -> ResolveResponse:
 async def stats(cache: CacheDep) -> StatsResponse:
     """Queue counts (BullMQ), asset counts by status and by error kind (database), and the per-host
     limiter's view of the most recently used hosts (breaker, rate, permits in use)."""
-    queue = await cache.queue_stats()
-    assets = await cache.cache_stats()
-    hosts = [HostStateBody.model_validate(h, from_attributes=True) for h in await cache.host_states()]
+    # Redis and the database answer independently: asking them together halves the wait.
+    queue, assets, states = await asyncio.gather(cache.queue_stats(), cache.cache_stats(), cache.host_states())
+    hosts = [HostStateBody.model_validate(h, from_attributes=True) for h in states]
     return StatsResponse(queue=QueueStatsBody(**queue.as_dict()), cache=CacheStatsBody(**assets.as_dict()),
                          hosts=hosts)
 
