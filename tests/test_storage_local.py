@@ -139,3 +139,12 @@ async def test_writes_racing_deletes_in_one_folder_all_land(store: LocalStore) -
                          *(store.put_stream(k, _chunks([b"k"])) for k in keep))
     for k in keep:
         assert await store.head(k) is not None, k
+
+
+async def test_missing_keys_names_exactly_the_keys_without_an_object(store: LocalStore) -> None:
+    stored = [f"media/mk/{n}.jpg" for n in range(20)]
+    for key in stored:
+        await store.put_stream(key, _chunks([b"x"]))
+    # A folder is no object, as for head().
+    absent = {f"media/mk/gone-{n}.jpg" for n in range(20)} | {"media/mk"}
+    assert await store.missing_keys([*stored, *absent]) == absent

@@ -395,3 +395,12 @@ async def test_storage_errors_name_key_and_bucket(s3_server: S3Server, s3_bucket
         await store.put_stream("media/z/1.jpg", _chunks(b"x"))
     assert "media/z/1.jpg" in str(info.value) and f"{s3_bucket}-missing" in str(info.value)
     assert "NoSuchBucket" in str(info.value) and "Debug source" not in str(info.value)
+
+
+async def test_missing_keys_names_exactly_the_keys_without_an_object(store: S3Store) -> None:
+    stored = [f"media/mk/{n}.jpg" for n in range(20)]
+    for key in stored:
+        await store.put_stream(key, _chunks(b"x"))
+    absent = {f"media/mk/gone-{n}.jpg" for n in range(20)}
+    assert await store.missing_keys([*stored, *absent]) == absent
+    assert await store.missing_keys([]) == set()

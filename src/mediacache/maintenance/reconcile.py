@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from datetime import timedelta
@@ -16,7 +15,6 @@ from mediacache.storage.base import ObjectStore
 log = logging.getLogger("mediacache.maintenance.reconcile")
 
 _PAGE = 500
-_HEAD_CONCURRENCY = 16
 # A PENDING asset is written a moment before its job is added (cache_images, retry_failed): one
 # without a job for longer than this lost it, whatever `min_age_s` says.
 PENDING_GRACE_S = 5.0
@@ -51,23 +49,17 @@ async def requeue_lost(assets: AssetRepository, queue: JobQueue, *, min_age_s: f
 
 
 async def find_missing_objects(assets: AssetRepository, store: ObjectStore) -> list[tuple[uuid.UUID, str]]:
-    """CACHED assets whose stored object is gone: (id, key). One HEAD per cached asset."""
+    """CACHED assets whose stored object is gone: (id, key), a page of assets at a time."""
     missing: list[tuple[uuid.UUID, str]] = []
-    gate = asyncio.Semaphore(_HEAD_CONCURRENCY)
-
-    async def check(key: str, holders: list[uuid.UUID]) -> None:
-        async with gate:
-            if await store.head(key) is None:
-                missing.extend((asset_id, key) for asset_id in holders)
-
     after: uuid.UUID | None = None
     while page := await assets.cached_page(after, _PAGE):
-        # Assets sharing one object (content deduplication) cost one HEAD per page.
+        # Assets sharing one object (content deduplication) cost one look-up per page.
         by_key: dict[str, list[uuid.UUID]] = {}
         for asset_id, key in page:
             if key:
                 by_key.setdefault(key, []).append(asset_id)
-        await asyncio.gather(*(check(k, ids) for k, ids in by_key.items()))
+        for key in await store.missing_keys(by_key):
+            missing.extend((asset_id, key) for asset_id in by_key[key])
         after = page[-1][0]
     return missing
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -36,6 +36,10 @@ class ObjectStore(Protocol):
 
     async def head(self, key: str) -> ObjectInfo | None:
         """Size (and content type where the store keeps it) of `key`, or None when missing."""
+        ...
+
+    async def missing_keys(self, keys: Collection[str]) -> set[str]:
+        """Those of `keys` under which no object is stored (consistency checks over many assets)."""
         ...
 
     def open_stream(self, key: str, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:

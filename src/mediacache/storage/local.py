@@ -8,7 +8,7 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Collection
 from pathlib import Path
 from typing import BinaryIO
 
@@ -146,6 +146,10 @@ class LocalStore:
         if not stat.S_ISREG(st.st_mode):
             return None
         return ObjectInfo(key=key, size_bytes=st.st_size)
+
+    async def missing_keys(self, keys: Collection[str]) -> set[str]:
+        # One thread hop for the whole batch: a hop per stat costs more than the stat itself.
+        return await asyncio.to_thread(lambda: {key for key in keys if not self.path_of(key).is_file()})
 
     async def open_stream(self, key: str, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         path = self.path_of(key)

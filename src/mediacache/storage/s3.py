@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Collection
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -19,6 +19,9 @@ from mediacache.settings import MAX_PRESIGN_TTL_S
 from mediacache.storage.base import ObjectInfo
 from mediacache.storage.keys import check_key
 from mediacache.storage.s3_errors import classify, http_status, network_cause, s3_code, summary
+
+# HEAD requests in flight at once when checking many keys (gc, reconcile --check-objects).
+_HEAD_CONCURRENCY = 16
 
 if TYPE_CHECKING:
     from obstore import Attributes, GetOptions
@@ -200,6 +203,15 @@ class S3Store:
             raise self._error("head", key, exc) from exc
         return ObjectInfo(key=key, size_bytes=result.meta["size"],
                           content_type=result.attributes.get("Content-Type"))
+
+    async def missing_keys(self, keys: Collection[str]) -> set[str]:
+        gate = asyncio.Semaphore(_HEAD_CONCURRENCY)
+
+        async def missing(key: str) -> str | None:
+            async with gate:
+                return key if await self.head(key) is None else None
+
+        return {key for key in await asyncio.gather(*(missing(k) for k in keys)) if key is not None}
 
     async def open_stream(self, key: str, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         check_key(key)
