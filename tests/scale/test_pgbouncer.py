@@ -189,14 +189,14 @@ def _db_upgrade_process(url: str, cwd: Path) -> subprocess.CompletedProcess[str]
                           capture_output=True, text=True, timeout=60)
 
 
-def test_alembic_through_pgbouncer(pgbouncer_single: PgBouncer, tmp_path: Path,
+def test_alembic_through_pgbouncer(bouncer: PgBouncer, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Migrations run in one transaction on one connection, so PgBouncer's transaction mode suits
     them (env.py takes no session lock). What breaks them is the same prepared-statement clash:
     the second `mediacache db upgrade` process fails on its very first statement, because the first
     left __asyncpg_stmt_1__... on the server connection. With statement_cache_size=0 they run
     (down to base and up to head) through the same PgBouncer."""
-    url = pgbouncer_single.url("postgresql")
+    url = bouncer.url("postgresql")
     first = _db_upgrade_process(url, tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     second = _db_upgrade_process(url, tmp_path)

@@ -19,9 +19,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tests.scale.conftest import REDIS_PASSWORD, SENTINEL_PASSWORD
 from tests.scale.redis_clients import RedisConfig, redis_client
 from tests.scale.servers import SentinelCluster
+from tests.support.scale_plugin import SCALE_REDIS_PASSWORD as REDIS_PASSWORD
+from tests.support.scale_plugin import SCALE_SENTINEL_PASSWORD as SENTINEL_PASSWORD
 
 QUEUE = "scale-failover"
 JOBS = 200
@@ -41,11 +42,11 @@ async def _wait(predicate: Any, *, timeout_s: float, what: str, interval_s: floa
         await asyncio.sleep(interval_s)
 
 
-async def test_worker_uses_the_sentinel_client_itself_for_both_connections(sentinel_cluster: SentinelCluster) -> None:
+async def test_worker_uses_the_sentinel_client_itself_for_both_connections(sentinels: SentinelCluster) -> None:
     """bullmq's RedisConnection keeps a redis.asyncio.Redis instance as it is (no duplicate(), no
     rebuild from connection_pool kwargs); a Worker makes two RedisConnections from the same option,
     so its blocking BZPOPMIN and its other commands share the instance's SentinelConnectionPool."""
-    client = redis_client(_config(sentinel_cluster), role="worker")
+    client = redis_client(_config(sentinels), role="worker")
 
     async def process(job: Any, token: str) -> None:
         return None
@@ -59,7 +60,7 @@ async def test_worker_uses_the_sentinel_client_itself_for_both_connections(senti
         assert isinstance(client.connection_pool, SentinelConnectionPool)
         assert await client.ping()
         address = await client.connection_pool.get_master_address()
-        assert address == ("127.0.0.1", sentinel_cluster.primary_port)
+        assert address == ("127.0.0.1", sentinels.primary_port)
     finally:
         await worker.close()
         await queue.close()
@@ -67,13 +68,13 @@ async def test_worker_uses_the_sentinel_client_itself_for_both_connections(senti
 
 
 @pytest.mark.slow
-async def test_jobs_survive_a_primary_kill(sentinel_cluster: SentinelCluster) -> None:
+async def test_jobs_survive_a_primary_kill(sentinels: SentinelCluster) -> None:
     """200 jobs added one by one while a Worker processes them; the primary is SIGKILLed after 80
     completions. Sentinel promotes the replica; the producer's and the worker's clients follow it.
     Jobs that the replica had not received (replication is asynchronous) are lost: they are found
     (acknowledged to the producer, never completed, absent from the new primary) and added again,
     as mediacache's reconcile does from the database. In the end every job has completed."""
-    cfg = _config(sentinel_cluster)
+    cfg = _config(sentinels)
     prefix = f"mcscale-{uuid.uuid4().hex[:8]}"
     producer = redis_client(cfg, role="producer")
     worker_client = redis_client(cfg, role="worker")
@@ -134,7 +135,7 @@ async def test_jobs_survive_a_primary_kill(sentinel_cluster: SentinelCluster) ->
             return len(completions) >= KILL_AFTER_COMPLETED
 
         await _wait(enough_done, timeout_s=20, what=f"{KILL_AFTER_COMPLETED} completions before the kill")
-        failover = await asyncio.to_thread(sentinel_cluster.kill_primary)
+        failover = await asyncio.to_thread(sentinels.kill_primary)
         t_kill = failover["t_kill"]
         await asyncio.wait_for(producing, timeout=30)
 
@@ -171,7 +172,7 @@ async def test_jobs_survive_a_primary_kill(sentinel_cluster: SentinelCluster) ->
         await _wait(all_done, timeout_s=20, what="every job to complete after requeueing the lost ones")
         # Nothing can complete on the new primary within down-after of the kill (the sentinels have
         # not even agreed that the old one is down); earlier events are replies from the old one.
-        guard = sentinel_cluster.down_after_ms / 1000
+        guard = sentinels.down_after_ms / 1000
         after_kill = sorted(t for ts in completions.values() for t in ts if t > t_kill + guard)
         pool = worker_client.connection_pool
         assert isinstance(pool, SentinelConnectionPool)
@@ -210,19 +211,19 @@ async def test_jobs_survive_a_primary_kill(sentinel_cluster: SentinelCluster) ->
 
 
 async def test_in_flight_command_follows_the_failover_only_with_the_workaround(
-        sentinel_cluster: SentinelCluster) -> None:
+        sentinels: SentinelCluster) -> None:
     """redis-py issue #3874: with the stock SentinelManagedConnection, a BZPOPMIN in flight at the
     kill retries the dead primary's address until its retries run out, although the new primary is
     up after about 2.3 s; with FailoverAwareConnection it reconnects to the new primary."""
-    cfg = _config(sentinel_cluster)
+    cfg = _config(sentinels)
     stock = Sentinel(list(cfg.sentinels), sentinel_kwargs={"password": SENTINEL_PASSWORD, "socket_timeout": 1.0},
                      password=REDIS_PASSWORD, socket_timeout=30.0).master_for(
-        sentinel_cluster.master_name, decode_responses=True, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 8),
+        sentinels.master_name, decode_responses=True, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 8),
         retry_on_error=[RedisConnectionError, RedisTimeoutError])
     fixed = redis_client(cfg, role="worker")
     try:
         assert await stock.ping() and await fixed.ping()
-        old = sentinel_cluster.primary_port
+        old = sentinels.primary_port
         async def bzpopmin(client: Any) -> Any:
             return await client.bzpopmin("mcscale-nothing", 1)
 
@@ -230,7 +231,7 @@ async def test_in_flight_command_follows_the_failover_only_with_the_workaround(
         fixed_wait = asyncio.create_task(bzpopmin(fixed))
         await asyncio.sleep(0.2)  # both BZPOPMINs are now blocked on the primary
         assert not stock_wait.done() and not fixed_wait.done()
-        failover = await asyncio.to_thread(sentinel_cluster.kill_primary)
+        failover = await asyncio.to_thread(sentinels.kill_primary)
         assert await asyncio.wait_for(fixed_wait, timeout=15) is None  # timed out normally on the new primary
         fixed_done = time.monotonic() - failover["t_kill"]
         with pytest.raises(RedisConnectionError) as info:
@@ -248,12 +249,12 @@ async def test_in_flight_command_follows_the_failover_only_with_the_workaround(
 
 
 async def test_writes_the_replica_had_not_received_are_lost_and_can_be_requeued(
-        sentinel_cluster: SentinelCluster) -> None:
+        sentinels: SentinelCluster) -> None:
     """Replication is asynchronous: a job acknowledged by the primary but not yet sent to the
     replica is gone after the failover. Forced here by cutting the replication link just before
     adding 5 jobs and killing the primary. The lost jobs are exactly those, found by their absence
     on the new primary, and added again they are processed."""
-    cfg = _config(sentinel_cluster)
+    cfg = _config(sentinels)
     prefix = f"mcscale-{uuid.uuid4().hex[:8]}"
     producer = redis_client(cfg, role="producer")
     inspect = redis_client(cfg, role="worker")
@@ -265,13 +266,13 @@ async def test_writes_the_replica_had_not_received_are_lost_and_can_be_requeued(
         for i in range(20):
             await queue.add("scale-job", {"i": i}, {"jobId": f"job-{i:03d}"})
         assert await inspect.execute_command("WAIT", 1, 2000) == 1  # the 20 are on the replica
-        replica = await asyncio.to_thread(sentinel_cluster.cut_replication)
+        replica = await asyncio.to_thread(sentinels.cut_replication)
         for i in range(20, 25):
             await queue.add("scale-job", {"i": i}, {"jobId": f"job-{i:03d}"})
         unreplicated = await asyncio.to_thread(
-            lambda: sentinel_cluster.role_info(sentinel_cluster.replica_port)["master_link_status"])
-        await asyncio.to_thread(sentinel_cluster.kill_primary)
-        await asyncio.to_thread(sentinel_cluster.restore_replication, replica)
+            lambda: sentinels.role_info(sentinels.replica_port)["master_link_status"])
+        await asyncio.to_thread(sentinels.kill_primary)
+        await asyncio.to_thread(sentinels.restore_replication, replica)
         ids = [f"job-{i:03d}" for i in range(25)]
         present = await asyncio.gather(*(inspect.exists(f"{prefix}:{QUEUE}:{j}") for j in ids))
         lost = [j for j, here in zip(ids, present, strict=True) if not here]

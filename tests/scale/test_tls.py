@@ -54,17 +54,17 @@ async def _round_trip(queue_conn: Any, worker_conn: Any) -> dict[str, Any]:
         await queue.close()
 
 
-async def test_job_round_trip_with_dict_connection(tls_redis: TlsRedis) -> None:
+async def test_job_round_trip_with_dict_connection(tls_only_redis: TlsRedis) -> None:
     """The way mediacache passes its connection today: a dict, from which bullmq builds its own
     clients (Queue: one; Worker: two, one of them for BZPOPMIN). redis-py's ssl_* options go
     straight through."""
-    conn = tls_redis.connection()
+    conn = tls_only_redis.connection()
     out = await _round_trip(dict(conn), dict(conn))
     assert out == {"result": {"echo": 42}, "state": "completed"}
 
 
-async def test_job_round_trip_with_proposed_client(tls_redis: TlsRedis) -> None:
-    cfg = _config(tls_redis)
+async def test_job_round_trip_with_proposed_client(tls_only_redis: TlsRedis) -> None:
+    cfg = _config(tls_only_redis)
     producer, worker_client = redis_client(cfg, role="producer"), redis_client(cfg, role="worker")
     try:
         out = await _round_trip(producer, worker_client)
@@ -85,29 +85,30 @@ async def _fail_fast(cfg: RedisConfig) -> tuple[RedisConnectionError, float]:
     return info.value, time.monotonic() - t0
 
 
-async def test_wrong_ca_is_a_connection_error_naming_certificate_verification(tls_redis: TlsRedis) -> None:
+async def test_wrong_ca_is_a_connection_error_naming_certificate_verification(tls_only_redis: TlsRedis) -> None:
     """redis-py raises its own ConnectionError with the ssl error's text in the message; the
     ssl.SSLCertVerificationError is at most the implicit __context__ (not __cause__), so a clear
     start-up error has to match the message."""
-    err, elapsed = await _fail_fast(_config(tls_redis, tls_ca_file=str(tls_redis.certs.other_ca)))
+    err, elapsed = await _fail_fast(_config(tls_only_redis, tls_ca_file=str(tls_only_redis.certs.other_ca)))
     print(f"\nwrong CA after {elapsed:.2f} s: {type(err).__module__}.{type(err).__name__}: {err}"
           f"\n  __cause__={err.__cause__!r} __context__={err.__context__!r}")
     assert elapsed < 2
-    assert str(err).startswith(f"Error 1 connecting to 127.0.0.1:{tls_redis.port}. [SSL: CERTIFICATE_VERIFY_FAILED] "
-                               "certificate verify failed: self-signed certificate in certificate chain")
+    assert str(err).startswith(f"Error 1 connecting to 127.0.0.1:{tls_only_redis.port}. "
+                               "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+                               "self-signed certificate in certificate chain")
     assert err.__cause__ is None
     assert err.__context__ is None or isinstance(err.__context__, ssl.SSLCertVerificationError)
 
 
-async def test_missing_client_certificate_is_an_alert_or_a_reset(tls_redis: TlsRedis) -> None:
+async def test_missing_client_certificate_is_an_alert_or_a_reset(tls_only_redis: TlsRedis) -> None:
     """With TLS 1.3 the server checks the client certificate after the client has finished its
     handshake, so the client sees the alert or only the reset that follows it, depending on timing
     (both were seen here), and either is raised at the first read, not at connect time."""
     messages = set()
     for _ in range(6):
-        err, elapsed = await _fail_fast(_config(tls_redis, tls_cert_file=None, tls_key_file=None))
+        err, elapsed = await _fail_fast(_config(tls_only_redis, tls_cert_file=None, tls_key_file=None))
         assert elapsed < 2
-        messages.add(str(err).replace(str(tls_redis.port), "PORT"))
+        messages.add(str(err).replace(str(tls_only_redis.port), "PORT"))
     print("\nno client cert:", *sorted(messages), sep="\n  ")
     assert messages <= {
         "Error while reading from 127.0.0.1:PORT : (1, '[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert "
@@ -116,19 +117,19 @@ async def test_missing_client_certificate_is_an_alert_or_a_reset(tls_redis: TlsR
     }
 
 
-async def test_plain_client_on_the_tls_port_sees_a_reset(tls_redis: TlsRedis) -> None:
-    err, elapsed = await _fail_fast(RedisConfig(host="127.0.0.1", port=tls_redis.port))
+async def test_plain_client_on_the_tls_port_sees_a_reset(tls_only_redis: TlsRedis) -> None:
+    err, elapsed = await _fail_fast(RedisConfig(host="127.0.0.1", port=tls_only_redis.port))
     print(f"\nplain client after {elapsed:.2f} s: {type(err).__name__}: {err}")
     assert elapsed < 2
-    assert str(err) == f"Error while reading from 127.0.0.1:{tls_redis.port} : (104, 'Connection reset by peer')"
+    assert str(err) == f"Error while reading from 127.0.0.1:{tls_only_redis.port} : (104, 'Connection reset by peer')"
 
 
-async def test_bullmq_own_clients_keep_retrying_a_bad_certificate(tls_redis: TlsRedis) -> None:
+async def test_bullmq_own_clients_keep_retrying_a_bad_certificate(tls_only_redis: TlsRedis) -> None:
     """bullmq's clients built from a dict retry ConnectionError 20 times with backoff up to 20 s:
     a bad CA shows up minutes late. The start-up check must use a client of our own that fails fast
     (as JobQueue's ping does today, Retry(NoBackoff(), 1)); so must the default redis-py client,
     whose 3 retries with backoff take about 4 s here."""
-    conn = tls_redis.connection(ssl_ca_certs=str(tls_redis.certs.other_ca))
+    conn = tls_only_redis.connection(ssl_ca_certs=str(tls_only_redis.certs.other_ca))
     queue = Queue("tls-bad", {"connection": conn, "prefix": "mcscale-bad"})
     try:
         counts = asyncio.create_task(queue.getJobCounts("waiting"))
@@ -149,23 +150,23 @@ async def test_bullmq_own_clients_keep_retrying_a_bad_certificate(tls_redis: Tls
     print(f"\nredis-py default retry gave up after {time.monotonic() - t0:.2f} s")
 
 
-async def test_sentinel_with_tls_builds_tls_connections_to_sentinels_and_primary(tls_redis: TlsRedis) -> None:
+async def test_sentinel_with_tls_builds_tls_connections_to_sentinels_and_primary(tls_only_redis: TlsRedis) -> None:
     """Construction only (no TLS Sentinel is started): with REDIS_TLS_* and REDIS_SENTINELS both set,
     the primary's connections are FailoverAwareSSLConnection with the certificates, and the
     Sentinel clients get the same TLS options."""
     from tests.scale.redis_clients import FailoverAwareSSLConnection
 
-    cfg = _config(tls_redis, sentinels=(("127.0.0.1", 1),), sentinel_master="m", sentinel_password="s")
+    cfg = _config(tls_only_redis, sentinels=(("127.0.0.1", 1),), sentinel_master="m", sentinel_password="s")
     client = redis_client(cfg, role="worker")
     try:
         pool = client.connection_pool
         assert pool.connection_class is FailoverAwareSSLConnection
         kw = pool.connection_kwargs
         assert (kw["ssl_ca_certs"], kw["ssl_certfile"], kw["ssl_cert_reqs"]) == (
-            str(tls_redis.certs.ca), str(tls_redis.certs.client_cert), "required")
+            str(tls_only_redis.certs.ca), str(tls_only_redis.certs.client_cert), "required")
         sentinel_pool = pool.sentinel_manager.sentinels[0].connection_pool
         assert issubclass(sentinel_pool.connection_class, SSLConnection)
         sentinel_kw = sentinel_pool.connection_kwargs
-        assert sentinel_kw["password"] == "s" and sentinel_kw["ssl_ca_certs"] == str(tls_redis.certs.ca)
+        assert sentinel_kw["password"] == "s" and sentinel_kw["ssl_ca_certs"] == str(tls_only_redis.certs.ca)
     finally:
         await client.aclose()

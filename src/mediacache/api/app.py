@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mediacache import __version__
 from mediacache.api import (
     routes_apptables,
     routes_assets,
@@ -80,7 +81,7 @@ def create_app(settings: Settings, *, run_worker: bool = True, run_derive: bool 
             await cache.close()
 
     app = FastAPI(
-        title="mediacache", version="0.1.0", lifespan=lifespan,
+        title="mediacache", version=__version__, lifespan=lifespan,
         summary="Background media cache: remote URLs in, durable copies in object storage out.",
     )
     app.state.settings = settings
