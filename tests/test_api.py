@@ -22,6 +22,9 @@ async def test_queue_watch_cached_and_follow_media_to_the_bytes(api: Api, origin
     await api.wait_settled([asset_id])
     record = (await api.client.get(f"/api/assets/{asset_id}")).json()
     assert record["status"] == "CACHED" and record["original_url"] == url
+    # The same media asked for again: the same id, and the answer says it is stored already.
+    again = (await api.client.post("/api/assets", json={"url": url})).json()
+    assert again == {"id": asset_id, "status": "CACHED"}
     assert record["size_bytes"] == 7777 and record["content_type"] == "image/jpeg"
     assert record["sha256"] == hashlib.sha256(body("media", 11, 7777)).hexdigest()
     assert record["url"].startswith(f"{api.url}/files/media/{asset_id}/")

@@ -43,9 +43,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post("/assets", status_code=202, response_model=QueuedResponse, dependencies=WRITE, responses=_ERRORS)
 async def queue_one(body: QueueRequest, cache: CacheDep) -> QueuedResponse:
-    """Queues one media URL; answers at once with the new asset's id (PENDING)."""
+    """Queues one media URL; answers at once with the asset's id and its status: PENDING for a new
+    asset, or that of the live asset a deduplicated URL already has (CACHED when it is stored)."""
     asset_id = await cache.cache_image(body.url)
-    return QueuedResponse(id=asset_id, status=CacheStatus.PENDING)
+    rec = await cache.get_asset(asset_id)
+    # None only when a cleanup removed the asset between the two calls: the id then resolves to the
+    # original URL, as any removed asset's does.
+    return QueuedResponse(id=asset_id, status=rec.status if rec is not None else CacheStatus.PENDING)
 
 
 @router.post("/assets/batch", status_code=202, response_model=QueuedBatchResponse, dependencies=WRITE,
