@@ -148,3 +148,14 @@ async def test_missing_keys_names_exactly_the_keys_without_an_object(store: Loca
     # A folder is no object, as for head().
     absent = {f"media/mk/gone-{n}.jpg" for n in range(20)} | {"media/mk"}
     assert await store.missing_keys([*stored, *absent]) == absent
+
+
+async def test_delete_many_removes_every_key_and_names_those_it_could_not(store: LocalStore) -> None:
+    stored = [f"media/dm/{n}.jpg" for n in range(10)]
+    for key in stored:
+        await store.put_stream(key, _chunks([b"x"]))
+    (store.root / "media" / "dm" / "folder.jpg").mkdir()  # unlink fails on a folder
+    failed = await store.delete_many([*stored[:6], "media/dm/never.jpg", "media/dm/folder.jpg"])
+    assert failed == {"media/dm/folder.jpg"}
+    assert sorted(p.name for p in (store.root / "media" / "dm").iterdir()) == sorted(
+        ["folder.jpg", *(k.rsplit("/", 1)[1] for k in stored[6:])])

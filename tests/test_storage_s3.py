@@ -404,3 +404,11 @@ async def test_missing_keys_names_exactly_the_keys_without_an_object(store: S3St
     absent = {f"media/mk/gone-{n}.jpg" for n in range(20)}
     assert await store.missing_keys([*stored, *absent]) == absent
     assert await store.missing_keys([]) == set()
+
+
+async def test_delete_many_removes_every_key_missing_ones_included(store: S3Store) -> None:
+    stored = [f"media/dm/{n}.jpg" for n in range(30)]
+    for key in stored:
+        await store.put_stream(key, _chunks(b"x"))
+    assert await store.delete_many([*stored[:20], "media/dm/never.jpg"]) == set()
+    assert sorted([i.key async for i in store.list_keys("media/dm/")]) == sorted(stored[20:])

@@ -13,7 +13,7 @@ from mediacache.broker.jobs import JobQueue
 from mediacache.db.columns import utcnow
 from mediacache.db.media_repository import MediaRepository
 from mediacache.db.repository import AssetRepository
-from mediacache.errors import QueueUnavailableError, StorageError
+from mediacache.errors import QueueUnavailableError
 from mediacache.records import CleanupResult
 from mediacache.storage.base import ObjectStore
 
@@ -56,26 +56,17 @@ async def remove_assets(assets: AssetRepository, store: ObjectStore, queue: JobQ
 async def delete_unheld(assets: AssetRepository, store: ObjectStore, keys: set[str]) -> int:
     """Deletes the objects among `keys` that no row holds; returns how many deletes failed."""
     still_held = await assets.keys_in_use(keys)
-    not_deleted = 0
-    for key in sorted(keys - still_held):
-        try:
-            await store.delete(key)
-        except StorageError as exc:
-            log.warning("could not delete the object %s (mediacache gc removes it later): %s", key, exc)
-            not_deleted += 1
-    return not_deleted
+    return await _delete_all(store, keys - still_held)
 
 
 async def _delete_all(store: ObjectStore, keys: set[str]) -> int:
     """Deletes every key; returns how many deletes failed (their objects are left to gc)."""
-    failed = 0
-    for key in sorted(keys):
-        try:
-            await store.delete(key)
-        except StorageError as exc:
-            log.warning("could not delete the object %s (mediacache gc removes it later): %s", key, exc)
-            failed += 1
-    return failed
+    if not keys:
+        return 0
+    failed = await store.delete_many(keys)
+    if failed:
+        log.warning("could not delete %d objects (mediacache gc removes them later)", len(failed))
+    return len(failed)
 
 
 async def remove_settled(assets: AssetRepository, store: ObjectStore, queue: JobQueue, *, days: int,

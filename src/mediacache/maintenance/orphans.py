@@ -7,7 +7,6 @@ import uuid
 
 from mediacache.db.media_repository import MediaRepository
 from mediacache.db.repository import AssetRepository
-from mediacache.errors import StorageError
 from mediacache.maintenance.reconcile import find_missing_objects
 from mediacache.records import GcReport
 from mediacache.storage.base import ObjectStore
@@ -76,13 +75,9 @@ async def collect(assets: AssetRepository, store: ObjectStore, *, dry_run: bool 
         await judge()
 
     deleted = 0
-    if not dry_run:
-        for key, _size in orphans:
-            try:
-                await store.delete(key)
-                deleted += 1
-            except StorageError as exc:
-                log.warning("could not delete orphan %s: %s", key, exc)
+    if not dry_run and orphans:
+        failed = await store.delete_many([key for key, _ in orphans])
+        deleted = len(orphans) - len(failed)
     stale = 0
     if isinstance(store, LocalStore) and not dry_run:
         stale = await store.sweep_temporary(STALE_TEMPORARY_S)

@@ -34,6 +34,12 @@ class ObjectStore(Protocol):
         """Deletes `key`; returns False when it did not exist (which is not an error)."""
         ...
 
+    async def delete_many(self, keys: Collection[str]) -> set[str]:
+        """Deletes every key (a missing one is no error); returns the keys whose delete failed, each
+        logged, so that their objects are left to `gc`. One request per thousand keys where the
+        store has a bulk delete."""
+        ...
+
     async def head(self, key: str) -> ObjectInfo | None:
         """Size (and content type where the store keeps it) of `key`, or None when missing."""
         ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import stat
 import time
@@ -16,6 +17,8 @@ from mediacache.errors import StorageError, StorageUnavailableError, UnsafeKeyEr
 from mediacache.storage.base import ObjectInfo
 from mediacache.storage.keys import check_key
 from mediacache.storage.signing import sign_path
+
+log = logging.getLogger("mediacache.storage.local")
 
 _TMP_DIR = ".tmp"
 _READ_CHUNK_BYTES = 256 * 1024
@@ -114,6 +117,22 @@ class LocalStore:
         except OSError as exc:
             raise StorageError(f"cannot delete {key!r} from {self.root}: {exc}") from exc
         return True
+
+    async def delete_many(self, keys: Collection[str]) -> set[str]:
+        def unlink_all() -> set[str]:
+            failed: set[str] = set()
+            for key in keys:
+                try:
+                    self._unlink(self.path_of(key))
+                except FileNotFoundError:
+                    pass
+                except (OSError, UnsafeKeyError) as exc:
+                    log.warning("could not delete %r from %s: %s", key, self.root, exc)
+                    failed.add(key)
+            return failed
+
+        # One thread hop for the batch, as for missing_keys.
+        return await asyncio.to_thread(unlink_all)
 
     def _unlink(self, path: Path) -> None:
         path.unlink()

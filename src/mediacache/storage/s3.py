@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Collection
 from datetime import timedelta
@@ -20,8 +21,11 @@ from mediacache.storage.base import ObjectInfo
 from mediacache.storage.keys import check_key
 from mediacache.storage.s3_errors import classify, http_status, network_cause, s3_code, summary
 
+log = logging.getLogger("mediacache.storage.s3")
+
 # HEAD requests in flight at once when checking many keys (gc, reconcile --check-objects).
 _HEAD_CONCURRENCY = 16
+_BULK_DELETE = 1000  # S3's DeleteObjects limit
 
 if TYPE_CHECKING:
     from obstore import Attributes, GetOptions
@@ -189,6 +193,27 @@ class S3Store:
         except (ObstoreError, OSError) as exc:
             raise self._error("delete", key, exc) from exc
         return True
+
+    async def delete_many(self, keys: Collection[str]) -> set[str]:
+        failed: set[str] = set()
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), _BULK_DELETE):
+            chunk = ordered[start:start + _BULK_DELETE]
+            for key in chunk:
+                check_key(key)
+            try:
+                # DeleteObjects: a thousand keys a request, missing ones included without error.
+                await obstore.delete_async(self._store, chunk)
+            except (ObstoreError, OSError) as exc:
+                # The bulk answer does not say which keys failed: ask one at a time.
+                log.warning("bulk delete of %d objects failed (%s); deleting them one by one", len(chunk), exc)
+                for key in chunk:
+                    try:
+                        await self.delete(key)
+                    except StorageError as one:
+                        log.warning("could not delete %s: %s", key, one)
+                        failed.add(key)
+        return failed
 
     # ---- reading ----------------------------------------------------------------------------
 
