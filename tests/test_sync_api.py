@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,13 @@ def test_sync_api_is_exported_with_every_method_of_the_async_one() -> None:
               and asyncio.iscoroutinefunction(getattr(MediaCache, name))}
     missing = sorted(name for name in public if not callable(getattr(SyncMediaCache, name, None)))
     assert missing == []
+    # The same parameters too (names, kinds, defaults), but the progress callbacks, which would run
+    # on the loop's thread: a keyword added to one must reach the other.
+    def params(cls: type, name: str) -> list[tuple[str, object, object]]:
+        return [(p.name, p.kind, p.default) for p in inspect.signature(getattr(cls, name)).parameters.values()
+                if not p.name.startswith("on_")]
+    differing = sorted(name for name in public if params(SyncMediaCache, name) != params(MediaCache, name))
+    assert differing == []
 
 
 def _one_thread(sync: SyncMediaCache, origin: Origin, settings: Settings, index: int,

@@ -4,7 +4,8 @@ A MediaCache belongs to the event loop that first used it (its connection pools 
 across `asyncio.run()` calls fails with "attached to a different loop". SyncMediaCache owns one event
 loop, run by a daemon thread, and one MediaCache on it; every method submits its coroutine to that
 loop and waits for the result. Calls from many threads interleave on the one loop, as concurrent
-tasks of an async application would.
+tasks of an async application would. Every method takes the parameters of its async twin but the
+progress callbacks (`on_progress`, ...), which would run on the loop's thread rather than the caller's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from mediacache.apptables.backfill import DEFAULT_BATCH_ROWS
+from mediacache.broker.owner import Role
 from mediacache.errors import InvalidArgumentError, MediaCacheError
 from mediacache.fetching.host_limiter import HostState
 from mediacache.records import (
@@ -38,7 +40,7 @@ from mediacache.records import (
     WaitResult,
     WebhookStats,
 )
-from mediacache.service import MediaCache
+from mediacache.service import RETRY_BATCH, MediaCache
 from mediacache.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -127,12 +129,15 @@ class SyncMediaCache:
     ) -> TikTokMedia:
         return self._call(self._cache.cache_tiktok_post_media(video_url, cover_url, music_url, images, avatar_url))
 
-    def get_url(self, value: str | uuid.UUID | None, original_url: str | None = None) -> str | None:
-        return self._call(self._cache.get_url(value, original_url))
+    def get_url(self, value: str | uuid.UUID | None, original_url: str | None = None, *, width: int | None = None,
+                poster: bool = False) -> str | None:
+        return self._call(self._cache.get_url(value, original_url, width=width, poster=poster))
 
     def get_urls(self, values: Sequence[str | uuid.UUID | None],
-                 original_urls: Sequence[str | None] | None = None) -> list[str | None]:
-        return self._call(self._cache.get_urls(values, original_urls))
+                 original_urls: Sequence[str | None] | None = None, *, width: int | None = None,
+                 poster: bool = False, legacy_must_exist: bool = False) -> list[str | None]:
+        return self._call(self._cache.get_urls(values, original_urls, width=width, poster=poster,
+                                               legacy_must_exist=legacy_must_exist))
 
     def get_asset(self, asset_id: str | uuid.UUID) -> AssetRecord | None:
         return self._call(self._cache.get_asset(asset_id))
@@ -149,8 +154,8 @@ class SyncMediaCache:
     def cache_stats(self) -> CacheStats:
         return self._call(self._cache.cache_stats())
 
-    def retry_failed(self, limit: int = 100_000) -> int:
-        return self._call(self._cache.retry_failed(limit))
+    def retry_failed(self, limit: int = 100_000, *, batch_size: int = RETRY_BATCH) -> int:
+        return self._call(self._cache.retry_failed(limit, batch_size=batch_size))
 
     def cleanup(self, days: int = 30, include_referenced: bool = False) -> int:
         return self._call(self._cache.cleanup(days, include_referenced))
@@ -248,9 +253,9 @@ class SyncMediaCache:
     def dedup_savings(self) -> tuple[int, int]:
         return self._call(self._cache.dedup_savings())
 
-    def bind_queue(self) -> None:
+    def bind_queue(self, role: Role = "producer") -> None:
         """Checks (and at first use records) that the queue belongs to this database."""
-        return self._call(self._cache.bind_queue())
+        return self._call(self._cache.bind_queue(role))
 
     def check_storage_placement(self) -> None:
         return self._call(self._cache.check_storage_placement())
