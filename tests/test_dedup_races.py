@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import delete, text
 
 from mediacache.db.models import CacheAsset
+from mediacache.db.repository import AssetRepository
 from mediacache.domain import CacheStatus
 from mediacache.fetching.fetch import Fetcher
 from mediacache.maintenance import cleanup
@@ -185,3 +186,73 @@ async def test_a_download_sharing_while_cleanup_deletes_its_holder_uncommitted(
     rec = await cache.get_asset(sharer)
     assert rec is not None and rec.status is CacheStatus.CACHED and rec.cache_key != key
     assert await _no_cached_asset_points_nowhere(cache) == [rec.cache_key]
+
+
+# ---- a delivery killed after recording its asset, and the delivery after it --------------
+
+
+class Killed(Exception):
+    """Raised where a SIGKILL would stop the job: nothing after that step of it runs."""
+
+
+def _killed_at(step: str) -> Callable[[str], Awaitable[None]]:
+    async def pause(at: str) -> None:
+        if at == step:
+            raise Killed(step)
+    return pause
+
+
+async def _bucket(cache: MediaCache) -> tuple[int, int]:
+    """(objects no asset owns, assets whose object is missing), as `mediacache usage --check-bucket`."""
+    bucket = (await cache.usage(check_bucket=True)).bucket
+    assert bucket is not None
+    return bucket.orphan_objects, bucket.missing_objects
+
+
+async def test_the_next_delivery_deletes_the_copy_a_killed_one_made_surplus_by_sharing(
+        cache: MediaCache, handler: CacheJobHandler, origin: Origin) -> None:
+    _holder, key, sharer = await _holder_and_sharer(cache, handler, origin)
+    handler.pause = _killed_at("recorded")
+    with pytest.raises(Killed):
+        await handler.process(sharer, final_attempt=True)
+    handler.pause = None
+    rec = await cache.get_asset(sharer)
+    assert rec is not None and rec.status is CacheStatus.CACHED and rec.cache_key == key
+    assert await _bucket(cache) == (1, 0)  # its own copy, which no asset owns
+
+    # The job's next delivery (BullMQ's, after the dead worker's lock ran out).
+    outcome = await handler.process(sharer, final_attempt=True)
+    assert outcome.status == "skipped"
+    assert await _no_cached_asset_points_nowhere(cache) == [key]
+    assert await _bucket(cache) == (0, 0)
+
+
+@pytest.mark.parametrize("merged", [False, True], ids=["killed-before-merging", "killed-after-merging"])
+async def test_the_next_delivery_finishes_the_merge_of_copies_recorded_at_the_same_moment(
+        cache: MediaCache, handler: CacheJobHandler, origin: Origin, merged: bool) -> None:
+    """Two downloads of the same bytes that record at the same moment (on PostgreSQL neither sees
+    the other) each keep a copy until one of them merges them. Killed before the merge, or after its
+    UPDATE and before its deletes: the copies stay until the job is delivered again."""
+    b = cache.backends
+    unshared = CacheJobHandler(cache.settings, AssetRepository(b.engine, content_dedup=False), b.store,
+                               handler.fetcher)
+    n = random.randrange(10**7)
+    ids = [await cache.cache_image(origin.url(f"/alias/{side}/{n}.mp4?size=300000")) for side in "ab"]
+    for asset_id in ids:
+        await unshared.process(asset_id, final_attempt=True)
+    records = await cache.get_assets(ids)
+    keys = sorted(str(r.cache_key) for r in records.values())
+    assert len(set(keys)) == 2 and len({r.sha256 for r in records.values()}) == 1
+    if merged:
+        rec = records[ids[0]]
+        assert rec.sha256 is not None and rec.size_bytes is not None
+        assert await b.assets.converge_copies(rec.sha256, rec.size_bytes) == (keys[0], {keys[1]})
+        assert await _bucket(cache) == (1, 0)
+    # The delivery again of the job whose asset holds the object that stays, so that the surplus
+    # copy is under the other asset's prefix.
+    winner = next(i for i in ids if str(records[i].cache_key) == keys[0])
+    outcome = await handler.process(winner, final_attempt=True)
+    assert outcome.status == "skipped"
+    assert await _no_cached_asset_points_nowhere(cache) == [keys[0]]
+    assert {r.cache_key for r in (await cache.get_assets(ids)).values()} == {keys[0]}
+    assert await _bucket(cache) == (0, 0)

@@ -115,6 +115,20 @@ def test_check_key_accepts_the_asset_key_scheme_and_legacy_keys() -> None:
         assert check_key(key) == key
 
 
+async def test_list_keys_matches_any_key_prefix(store: LocalStore) -> None:
+    """As on S3: a prefix need not end at a folder; one that does is listed without the rest."""
+    for key in ("media/ab/1.jpg", "media/ab/2.jpg", "media/abc/3.jpg", "other/4.jpg"):
+        await store.put_stream(key, _chunks([b"x" * 3]))
+    assert sorted([i.key async for i in store.list_keys("media/ab/")]) == ["media/ab/1.jpg", "media/ab/2.jpg"]
+    assert sorted([i.key async for i in store.list_keys("media/ab")]) == [
+        "media/ab/1.jpg", "media/ab/2.jpg", "media/abc/3.jpg"]
+    assert sorted([i.key async for i in store.list_keys("me")]) == [
+        "media/ab/1.jpg", "media/ab/2.jpg", "media/abc/3.jpg"]
+    assert len([i async for i in store.list_keys("")]) == 4
+    assert [i async for i in store.list_keys("media/none/")] == []
+    assert {i.size_bytes async for i in store.list_keys("media/")} == {3}
+
+
 async def test_delete_removes_the_folders_it_empties_and_no_more(store: LocalStore) -> None:
     for key in ("media/a/1.jpg", "media/a/2.jpg", "media/b/1.jpg"):
         await store.put_stream(key, _chunks([b"x"]))

@@ -46,7 +46,7 @@ def sha256_of(kind: str, n: int, size: int) -> str:
 class Origin:
     """Routes (GET and HEAD):
     /media/{n}.jpg?size=B        image/jpeg, one write
-    /alias/{name}/{n}.jpg?size=B the bytes of /media/{n}.jpg under any other path
+    /alias/{name}/{n}.jpg?size=B the bytes of /media/{n}.jpg under any other path (.mp4: of /big/{n}.mp4)
     /big/{n}.mp4?size=B          video/mp4, streamed in chunks
     /flaky/{name}.jpg?fail=N&status=S   answers S (default 500) N times, then a JPEG
     /status/{code}               that status with a short text body
@@ -140,7 +140,8 @@ class Origin:
         head_only = method == "HEAD"
         route = segments[0] if segments else ""
         if route == "alias" and len(segments) == 3:
-            route, segments = "media", ["media", segments[2]]
+            route = "big" if segments[2].endswith(".mp4") else "media"
+            segments = [route, segments[2]]
         if route in ("media", "big") and len(segments) == 2:
             n = int(segments[1].split(".")[0])
             size = int(query.get("size", 51200 if route == "media" else 4 * 1024 * 1024))

@@ -619,6 +619,18 @@ class AssetRepository:
                                .values(cache_key=winner))
         return winner, keys - {winner}
 
+    async def holders_cached_near(self, sha256: str, size_bytes: int, around: datetime, within_s: float,
+                                  limit: int) -> list[uuid.UUID]:
+        """The CACHED assets with these bytes recorded within `within_s` of `around` (at most `limit`):
+        the downloads that may have recorded a copy of them at the same moment as the one at `around`."""
+        window = timedelta(seconds=within_s)
+        stmt = (select(_t.c.id)
+                .where(_t.c.sha256 == sha256, _t.c.size_bytes == size_bytes, _t.c.status == CacheStatus.CACHED.value,
+                       _t.c.cached_at.between(around - window, around + window))
+                .limit(limit))
+        async with self._tx(single_statement=True) as conn:
+            return list((await conn.execute(stmt)).scalars().all())
+
     async def keys_in_use(self, keys: Iterable[str]) -> set[str]:
         """The keys among `keys` that some asset row holds (in any status)."""
         keys = list(set(keys))

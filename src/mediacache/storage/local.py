@@ -188,7 +188,9 @@ class LocalStore:
             f.close()
 
     async def list_keys(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        top = self.root / prefix.split("/", 1)[0] if prefix else self.root
+        # Only the deepest folder the prefix names is walked: one asset's prefix costs a listing of
+        # its folder, not of every stored object.
+        top = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
 
         def walk() -> list[ObjectInfo]:
             found = []

@@ -31,6 +31,9 @@ from mediacache.worker.metrics import download_attempt
 
 log = logging.getLogger("mediacache.worker")
 
+# At most this many assets with the same bytes are looked through for a merge's surplus copies.
+_NEAR_HOLDERS = 20
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -55,8 +58,9 @@ class CacheJobHandler:
         self.repo = repo
         self.store = store
         self.fetcher = fetcher
-        # Called with "stored" between the upload and the database write; tests use it to force
-        # an interleaving with cleanup (content deduplication's race).
+        # Called with "stored" between the upload and the database write, and with "recorded" after
+        # that write and before the copies it made surplus are deleted; tests use it to force an
+        # interleaving with cleanup (content deduplication's race) or to stop a job where a kill would.
         self.pause: Callable[[str], Awaitable[None]] | None = None
         self.after_cached = after_cached
 
@@ -106,6 +110,8 @@ class CacheJobHandler:
                         extra={"asset_id": str(asset_id)})
             return Outcome("skipped", "the asset no longer exists")
         status, lease_until = found
+        if status is CacheStatus.CACHED:
+            await self._finish_cached(asset_id)
         if status in (CacheStatus.CACHED, CacheStatus.FAILED):
             return Outcome("skipped", f"the asset is already {status.value}")
         # Either another worker is downloading it (come back when its lease runs out, in case it
@@ -151,6 +157,8 @@ class CacheJobHandler:
             with contextlib.suppress(StorageError):
                 await self.store.delete(key)
             raise
+        if self.pause is not None:
+            await self.pause("recorded")
         if stored is None:
             # Our lease ran out and another attempt took the asset over: our copy is surplus.
             with contextlib.suppress(StorageError):
@@ -162,7 +170,7 @@ class CacheJobHandler:
             with contextlib.suppress(StorageError):
                 await self.store.delete(key)
         elif self.repo.content_dedup:
-            stored = await self._converge(claim, key, size_bytes, digest.hexdigest())
+            stored = await self._converge(claim.asset_id, key, size_bytes, digest.hexdigest())
         if claim.attempts > 1:
             await self._drop_earlier_copies(claim, stored)
         if self.after_cached is not None:
@@ -174,7 +182,7 @@ class CacheJobHandler:
                             extra={"asset_id": str(claim.asset_id)})
         return Outcome("cached", cache_key=stored, size_bytes=size_bytes)
 
-    async def _converge(self, claim: Claim, key: str, size_bytes: int, sha256: str) -> str:
+    async def _converge(self, asset_id: uuid.UUID, key: str, size_bytes: int, sha256: str) -> str:
         """Leaves one object when another download stored the same bytes at the same moment."""
         try:
             winner, surplus = await self.repo.converge_copies(sha256, size_bytes)
@@ -184,9 +192,52 @@ class CacheJobHandler:
             return winner or key
         except DatabaseError as exc:
             # Two copies of one file waste space but lose nothing; gc cannot tell them apart.
-            log.warning("could not merge copies of the bytes of asset %s: %s", claim.asset_id, exc,
-                        extra={"asset_id": str(claim.asset_id)})
+            log.warning("could not merge copies of the bytes of asset %s: %s", asset_id, exc,
+                        extra={"asset_id": str(asset_id)})
             return key
+
+    async def _finish_cached(self, asset_id: uuid.UUID) -> None:
+        """The job of an asset that is CACHED already, delivered again (its worker died, or it stalled):
+        that worker may have died after recording the asset and before deleting what the record made
+        surplus (its own copy when it took a stored object with the same bytes, the copies it merged
+        away, an earlier attempt's copy), or before merging with a copy recorded at the same moment.
+        No other job looks at those objects again, so this delivery does that work once more rather
+        than leave it to `mediacache gc`."""
+        try:
+            rec = await self.repo.get(asset_id)
+            if (rec is None or rec.status is not CacheStatus.CACHED or rec.cache_key is None
+                    or rec.sha256 is None or rec.size_bytes is None or rec.cached_at is None):
+                return
+            prefixes = {asset_id}
+            if self.repo.content_dedup:
+                await self._converge(asset_id, rec.cache_key, rec.size_bytes, rec.sha256)
+                # A merge leaves its surplus under the prefixes of the copies recorded at the same
+                # moment as this one; a lease bounds that moment for any download that was not cut off.
+                prefixes.update(await self.repo.holders_cached_near(
+                    rec.sha256, rec.size_bytes, rec.cached_at, self.settings.lease_s, limit=_NEAR_HOLDERS))
+            await self._delete_unowned_under(prefixes)
+        except (StorageError, DatabaseError) as exc:
+            log.warning("could not look for copies left by an earlier delivery of asset %s: %s", asset_id, exc,
+                        extra={"asset_id": str(asset_id)})
+
+    async def _delete_unowned_under(self, asset_ids: set[uuid.UUID]) -> None:
+        """Deletes the originals under `media/<id>/` of `asset_ids` that no row holds and no live
+        attempt is writing, as `mediacache gc` judges them. Derivatives are left alone."""
+        found: list[tuple[uuid.UUID, str]] = []
+        for asset_id in asset_ids:
+            found += [(asset_id, info.key) async for info in self.store.list_keys(f"media/{asset_id}/")
+                      if info.key.count("/") == 2]
+        held = await self.repo.keys_in_use(key for _, key in found)
+        owners = await self.repo.key_owners([asset_id for asset_id, key in found if key not in held])
+        for asset_id, key in found:
+            # One read of the asset's key and lease: an attempt that was writing this object when it
+            # was listed either holds it by now or still holds its lease, unless it lost the lease
+            # (and with it any chance to record the object).
+            own_key, live_token = owners.get(asset_id, (None, None))
+            if key in held or key == own_key or (live_token is not None and key.split("/")[2].startswith(live_token)):
+                continue
+            with contextlib.suppress(StorageError):
+                await self.store.delete(key)
 
     async def _drop_earlier_copies(self, claim: Claim, key: str) -> None:
         """Removes what earlier attempts of this asset stored (one killed after its upload but before
