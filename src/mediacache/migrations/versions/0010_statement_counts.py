@@ -69,13 +69,17 @@ def _counting(old: str, new: str) -> str:
         SELECT COALESCE(sum(size * ((after > 0)::int - ((after - net) > 0)::int)), 0) AS bytes FROM objects
     )
     INSERT INTO cache_asset_counts AS c (status, error_kind, shard, assets, bytes, requests, logical_bytes)
-    SELECT status, error_kind, v_shard, assets,
-           CASE WHEN status = 'CACHED' AND error_kind = '' THEN (SELECT bytes FROM stored) ELSE 0 END,
-           requests, logical_bytes
-    FROM counted
-    UNION ALL
-    SELECT 'CACHED', '', v_shard, 0, bytes, 0, 0 FROM stored
-    WHERE bytes <> 0 AND NOT EXISTS (SELECT 1 FROM counted WHERE status = 'CACHED' AND error_kind = '')
+    SELECT * FROM (
+        SELECT status, error_kind, v_shard, assets,
+               CASE WHEN status = 'CACHED' AND error_kind = '' THEN (SELECT bytes FROM stored) ELSE 0 END,
+               requests, logical_bytes
+        FROM counted
+        UNION ALL
+        SELECT 'CACHED', '', v_shard, 0, bytes, 0, 0 FROM stored
+        WHERE bytes <> 0 AND NOT EXISTS (SELECT 1 FROM counted WHERE status = 'CACHED' AND error_kind = '')
+    ) AS deltas
+    -- Counter rows locked in one order by every statement: two writers cannot wait on each other.
+    ORDER BY 1, 2
     ON CONFLICT (status, error_kind, shard) DO UPDATE SET
         assets = c.assets + EXCLUDED.assets, bytes = c.bytes + EXCLUDED.bytes,
         requests = c.requests + EXCLUDED.requests, logical_bytes = c.logical_bytes + EXCLUDED.logical_bytes;
