@@ -46,8 +46,11 @@ async def collect(assets: AssetRepository, store: ObjectStore, *, dry_run: bool 
     batch: list[tuple[uuid.UUID, str, int]] = []
 
     async def judge() -> None:
+        # Leases before rows: an attempt that records its object after the lease look-up is seen
+        # holding it by the row look-up; in the other order it could slip between the two and have
+        # its fresh object judged an orphan.
+        owners = await assets.key_owners(list({asset_id for asset_id, _, _ in batch}))
         held = await assets.keys_in_use(key for _, key, _ in batch)
-        owners = await assets.key_owners([asset_id for asset_id, key, _ in batch if key not in held])
         derived_ids = [asset_id for asset_id, key, _ in batch if key.split("/")[2] == "d"]
         derived = await media.derivative_keys(derived_ids) if media is not None and derived_ids else {}
         for asset_id, key, size in batch:
