@@ -63,11 +63,15 @@ def parse_settings(pairs: list[str]) -> dict[str, str]:
 
 
 def bench_settings_env(data_dir: Path, settings: dict[str, str] | None = None) -> dict[str, str]:
-    """bench_env on the harness's services: Redis DB 5, the bench PostgreSQL, SeaweedFS unless told otherwise."""
+    """bench_env on the harness's services: Redis DB 5, the bench PostgreSQL, SeaweedFS unless told otherwise.
+
+    Derivatives are off unless `settings` turn them on: the Node design makes none, and with the
+    media extra installed they are on by default (the worker then also loads libvips and FFmpeg).
+    """
     env = bench_env(data_dir, REDIS_HOST="127.0.0.1", REDIS_PORT="6379", REDIS_DB="5",
                     DATABASE_URL=os.environ.get("DATABASE_URL", BENCH_DB),
                     MEDIACACHE_STORAGE=os.environ.get("MEDIACACHE_STORAGE", "s3"),
-                    MEDIACACHE_RECONCILE_INTERVAL_S="0", **(settings or {}))
+                    **{"MEDIACACHE_RECONCILE_INTERVAL_S": "0", "MEDIACACHE_DERIVE": "off", **(settings or {})})
     if env["MEDIACACHE_STORAGE"] == "s3":
         env.setdefault("S3_ENDPOINT_URL", "http://127.0.0.1:8333")
         env.setdefault("R2_ACCESS_KEY_ID", "anchoraccess")
