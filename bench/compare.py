@@ -2,7 +2,7 @@
 """mediacache and the Node implementation of the same design, side by side: A B A B runs, medians, targets.
 
     .venv/bin/python bench/compare.py [--pairs 3] [--only WORKLOAD ...] [--results FILE] [--quick]
-    .venv/bin/python bench/compare.py --report-only --results FILE [--quick]
+    .venv/bin/python bench/compare.py --report-only --results FILE   # (--quick implied for a file of quick runs)
 
 Workloads (N x size; configurations are concurrency x worker processes, the same for both sides):
     small     2000 x 50 KiB at 16x1 and 16x2
@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import soak  # noqa: E402 - next to this file
+from run_bench import parse_settings  # noqa: E402
 
 SCRATCH = Path("/tmp/mediacache-node-impl")
 NODE_RUN_JS = "bench/run.js"
@@ -191,22 +193,27 @@ def run_one(impl: str, workload: Workload, concurrency: int, workers: int, *, no
             cmd += ["--set", f"{key}={value}"]
     base: dict[str, Any] = {"impl": "mediacache" if impl == "mediacache" else "node", "n": workload.n,
                             "size": workload.size, "concurrency": concurrency, "workers": workers}
+    # A session of its own, so that a run that hangs goes with its worker processes.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=timeout_s + 300)
+        stdout, stderr = proc.communicate(timeout=timeout_s + 300)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return {**base, "error": f"no answer within {timeout_s + 300:.0f} s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
     if not lines:
-        return {**base, "error": f"exit {done.returncode}: {done.stderr[-1500:]}"}
+        return {**base, "error": f"exit {proc.returncode}: {stderr[-1500:]}"}
     record: dict[str, Any] = {**json.loads(lines[-1]), "impl": base["impl"]}
-    if done.returncode != 0:
-        record["error"] = f"exit {done.returncode} after the run (sha256 check?): {done.stderr[-500:]}"
+    if proc.returncode != 0:
+        record["error"] = f"exit {proc.returncode} after the run (sha256 check?): {stderr[-500:]}"
     return record
 
 
 def run_workloads(args: argparse.Namespace, workloads: dict[str, Workload], names: list[str]) -> None:
     node_src = args.node_src or default_node_src()
-    extra = soak.parse_settings(args.mc_set)
+    extra = parse_settings(args.mc_set)
     for name in names:
         if name == "soak":
             run_soak(args)
@@ -499,7 +506,11 @@ def main() -> None:
             args.results = Path(f"/tmp/mediacache-compare-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
         args.results.parent.mkdir(parents=True, exist_ok=True)
         run_workloads(args, QUICK if args.quick else FULL, args.only or NAMES)
-    print(report(load([args.results]), args.quick))
+    records = load([args.results])
+    runs = [r for r in records if r.get("kind") != "soak"]
+    # a file of --quick runs only is reported as such without being told
+    quick = args.quick or bool(runs and all(r.get("quick") for r in runs))
+    print(report(records, quick))
     print(f"\nresults: {args.results}")
 
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""One timed end-to-end run of mediacache, printing the anchor harness's JSON line.
+"""One timed end-to-end run of mediacache, printing the same JSON line as the Node implementation's harness.
 
     .venv/bin/python bench/run_bench.py N SIZE CONCURRENCY WORKERS [--url-query Q] [--set KEY=VALUE ...]
 
-The same steps as the Node anchor's bench_node.sh: services up (bench/services.sh), an empty
+The same steps as the Node implementation's bench_node.sh: services up (bench/services.sh), an empty
 `cache_assets` table and bucket, an empty Redis DB 5, WORKERS `mediacache worker` processes
 ready, then the clock: `cache_images(urls)` for N distinct origin URLs, and a poll of the table
 every 50 ms until every row is CACHED or FAILED. After the JSON line, VERIFY_SAMPLE (default 10)

@@ -86,6 +86,7 @@ def test_the_report_and_the_charts_come_from_saved_runs_alone(tmp_path: Path) ->
          "cpu_s": a / 100}) + "\n" for a in range(0, 301, 10)))
     records = [
         # (1) and (2): mediacache's 4x1 uses half Node's CPU; its best (4x2) is 1.5 times Node's best (4x1).
+        # The Node harness's JSON lines name it "node-seed"; compare.py records it as "node". Both count.
         _quick_run("mediacache", 60, 51200, 4, 1, 100, 0.06, 110),
         _quick_run("mediacache", 60, 51200, 4, 1, 120, 0.06, 110),
         _quick_run("node-seed", 60, 51200, 4, 1, 100, 0.12, 170),
