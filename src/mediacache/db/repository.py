@@ -42,6 +42,7 @@ from mediacache.db.models import LIVE_PREDICATE, CacheAsset, CacheAssetCount, We
 from mediacache.db.transaction import transaction
 from mediacache.domain import TRANSITIONS, CacheStatus
 from mediacache.errors import DatabaseError
+from mediacache.events.outbox import outbox_rows
 from mediacache.events.payload import Event, asset_event
 from mediacache.fetching.expiry import expires_later, link_expiry
 from mediacache.records import AssetRecord
@@ -365,10 +366,7 @@ class AssetRepository:
             return True
 
     def _outbox_rows(self, event: Event) -> list[dict[str, Any]]:
-        """The outbox rows of `event`: one per webhook target."""
-        return [{"event_id": event.id, "event_type": event.type, "asset_id": event.asset_id, "target_url": url,
-                 "payload": event.body, "attempts": 0, "created_at": event.timestamp,
-                 "next_attempt_at": event.timestamp} for url in self.webhook_targets]
+        return outbox_rows(event, self.webhook_targets)
 
     async def replace_source(self, asset_id: uuid.UUID, url: str) -> bool:
         """Any status but CACHED (and DOWNLOADING under a live lease) -> PENDING with `url` as its
