@@ -88,7 +88,7 @@ class Backends:
         self.assets = AssetRepository(self.engine, settings.database_display, settings.webhook_url_list,
                                       content_dedup=settings.dedup)
         self.outbox = OutboxRepository(self.engine, settings.database_display)
-        self.media = MediaRepository(self.engine, settings.database_display)
+        self.media = MediaRepository(self.engine, settings.database_display, settings.webhook_url_list)
         self.store: ObjectStore = open_store(settings)
         self._queue: JobQueue | None = None
         self._bus: EventBus | None = None
