@@ -6,10 +6,10 @@ event id). Failures are retried with exponential backoff until MEDIACACHE_WEBHOO
 after the event, then the row is marked dead (counted on the dashboard and in /metrics).
 
 Throughput comes from keeping up to MEDIACACHE_WEBHOOK_CONCURRENCY POSTs in flight on kept-alive
-connections, claiming more rows whenever one finishes rather than a batch at a time (one slow
-receiver does not hold up the rest), and recording deliveries with one DELETE for all that finished
-while the previous one ran. The bound stays small on purpose: httpcore's pool does work on every
-request for every connection it holds, so a wide pool costs CPU on every delivery.
+connections (events.poster, a plain HTTP/1.1 client: httpx's per-request work was most of the
+deliverer's CPU, and its pool's grew with every connection held), claiming more rows whenever sends
+finish rather than a batch at a time (one slow receiver does not hold up the rest), and recording
+deliveries with one DELETE for all that finished while the previous one ran.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import logging
 import uuid
 from datetime import timedelta
 
-import httpx
-
 from mediacache.db.columns import utcnow
 from mediacache.errors import DatabaseError, FetchError
 from mediacache.events.outbox import Delivery, OutboxRepository
+from mediacache.events.poster import PostError, WebhookPoster
 from mediacache.events.signing import check_secret, signed_headers
-from mediacache.fetching.netguard import AddressPolicy, guarded_transport
+from mediacache.fetching.netguard import AddressPolicy
 from mediacache.settings import Settings
 
 log = logging.getLogger("mediacache.webhooks")
@@ -47,8 +46,7 @@ class WebhookDeliverer:
     `start()` and `stop()` are counted, and the loop runs while any holder has started it.
     """
 
-    def __init__(self, settings: Settings, outbox: OutboxRepository,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: Settings, outbox: OutboxRepository) -> None:
         if settings.webhook_secret is None:
             raise ValueError("WebhookDeliverer needs MEDIACACHE_WEBHOOK_SECRET")
         self.settings = settings
@@ -57,13 +55,10 @@ class WebhookDeliverer:
         self.concurrency = settings.webhook_concurrency
         # The same SSRF guard as downloads: a webhook URL must not become a way into the internal
         # network, so internal receivers need their range in MEDIACACHE_WEBHOOK_ALLOWED_NETWORKS.
-        policy = AddressPolicy(settings.webhook_allowed_network_list)
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency,
-                              keepalive_expiry=30.0)
-        self.client = httpx.AsyncClient(
-            transport=transport or guarded_transport(policy, connect_timeout_s=min(5.0, settings.webhook_timeout_s),
-                                                     limits=limits),
-            timeout=settings.webhook_timeout_s, follow_redirects=False, trust_env=False)
+        # Redirects are not followed (a 3xx is a failed attempt) and no proxy is used.
+        self.poster = WebhookPoster(AddressPolicy(settings.webhook_allowed_network_list),
+                                    timeout_s=settings.webhook_timeout_s,
+                                    connect_timeout_s=min(5.0, settings.webhook_timeout_s), max_idle=self.concurrency)
         # A claimed row is sent at once (only as many are claimed as there are free slots), so the
         # lease covers one attempt and its time limit, with room to record the outcome.
         self.lease_s = settings.webhook_timeout_s * 2 + 1
@@ -201,18 +196,17 @@ class WebhookDeliverer:
         """Sends one attempt; None when the receiver took it, else what went wrong."""
         headers = signed_headers(self.signer, str(delivery.event_id), utcnow(), delivery.payload)
         try:
-            response = await self.client.post(delivery.target_url, content=delivery.payload.encode(),
-                                              headers=headers)
+            status = await self.poster.post(delivery.target_url, delivery.payload.encode(), headers)
         except FetchError as exc:
             return f"{exc} (for webhook receivers the setting is MEDIACACHE_WEBHOOK_ALLOWED_NETWORKS)"
-        except httpx.HTTPError as exc:
-            return f"POST {delivery.target_url} failed: {type(exc).__name__}: {exc}"
-        if 200 <= response.status_code < 300:
+        except PostError as exc:
+            return str(exc)
+        if 200 <= status < 300:
             return None
-        return f"POST {delivery.target_url} answered {response.status_code}"
+        return f"POST {delivery.target_url} answered {status}"
 
     async def close(self) -> None:
         """Stops the loop whoever holds it, and closes the HTTP client."""
         self._holders = min(self._holders, 1)
         await self.stop()
-        await self.client.aclose()
+        await self.poster.aclose()
