@@ -237,6 +237,28 @@ async def test_dead_and_pending_deliveries_show_in_metrics_and_the_dashboard_dat
         assert 'mediacache_webhook_deliveries{state="pending"} 0.0' in metrics
 
 
+async def test_asset_cached_names_the_key_the_asset_points_at_when_its_bytes_were_stored_already(
+        make_settings: SettingsFactory, start_worker: WorkerFactory, origin: Origin) -> None:
+    receiver = Receiver().start()
+    try:
+        async with MediaCache(make_settings(webhook_url=receiver.url, **FAST_RETRIES)) as mc:
+            await start_worker(mc, concurrency=1)  # one after the other: the second finds the first's object
+            first = await mc.cache_image(origin.url("/media/5.jpg?size=3000&copy=1"))
+            await mc.wait([first], timeout_s=30)
+            second = await mc.cache_image(origin.url("/media/5.jpg?size=3000&copy=2"))
+
+            async def both() -> bool:
+                return len(_events_of(receiver, "asset.cached")) >= 2
+            await wait_until(both, timeout_s=30, what="two asset.cached webhooks")
+            keys = {e["data"]["id"]: e["data"]["cache_key"] for e in _events_of(receiver, "asset.cached")}
+            records = await mc.get_assets([first, second])
+            assert keys == {str(i): r.cache_key for i, r in records.items()}
+            # The same bytes: the second asset took the first one's object, and its event says so.
+            assert keys[str(first)] == keys[str(second)]
+    finally:
+        receiver.stop()
+
+
 def _events_of(receiver: Receiver, event_type: str) -> list[dict[str, Any]]:
     return [e for e in (_verified(r) for r in receiver.accepted()) if e["type"] == event_type]
 

@@ -46,6 +46,19 @@ def asset_event(record: AssetRecord, *, now: datetime, event_id: uuid.UUID | Non
     return Event(event_id, kind, record.id, now, body)
 
 
+def split_at(event: Event, value: str) -> tuple[str, str]:
+    """The body before and after the JSON string `value`, which it holds once (to put another value there)."""
+    marker = json.dumps(value)
+    head, found, tail = event.body.partition(marker)
+    if not found or marker in tail:
+        raise ValueError(f"the body of event {event.id} does not hold {marker} exactly once")
+    return head, tail
+
+
+def with_body(event: Event, body: str) -> Event:
+    return Event(event.id, event.type, event.asset_id, event.timestamp, body)
+
+
 # What asset.derived carries besides the asset's identity: the columns the derive worker writes.
 MEDIA_FIELDS = ("media_state", "media_error", "width", "height", "frames", "duration_s", "video_codec",
                 "audio_codec", "placeholder")
