@@ -133,7 +133,7 @@ class Backends:
 
     async def close(self) -> None:
         if self._host_limiter is not None:
-            await self._host_limiter.client.aclose()
+            await self._host_limiter.aclose()
             self._host_limiter = None
         if self._watcher is not None:
             await self._watcher.close()

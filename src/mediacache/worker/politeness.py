@@ -4,7 +4,8 @@
 a permit for the job's host before the handler claims the asset, so a job that must wait holds
 neither a lease nor a worker slot: it goes to BullMQ's delayed set (`moveToDelayed`, which spends no
 attempt) and its slot is free for other hosts' jobs at once. After the download the permit goes back
-with what the attempt says about the host:
+(`release_soon`: the job does not wait for Redis; host_limiter.py) with what the attempt says about
+the host:
 
     handler result / error                     outcome for the host
     cached                                     ok
@@ -20,7 +21,6 @@ logs once), never fail and never run unlimited.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -90,9 +90,9 @@ class Politeness:
             async with limiter.renewing(grant):
                 result = await download()
         except BaseException as exc:
-            await self._release(grant, outcome_of(exc))
+            limiter.release_soon(grant, outcome_of(exc))
             raise
-        await self._release(grant, outcome_of(str(getattr(result, "status", ""))))
+        limiter.release_soon(grant, outcome_of(str(getattr(result, "status", ""))))
         return result
 
     async def _admit(self, job: Any, token: str) -> Grant | None:
@@ -112,14 +112,11 @@ class Politeness:
     async def _delay(job: Any, token: str, wait: Wait) -> None:
         await job.moveToDelayed(delayed_until_ms(wait), token)
 
-    async def _release(self, grant: Grant, outcome: Outcome) -> None:
-        # Shielded: a release interrupted by shutdown would leave the permit to its TTL.
-        await asyncio.shield(self.limiter.release(grant, outcome))
-
     async def snapshot(self) -> list[HostState]:
         return await self.limiter.snapshot() if self._limiter is not None else []
 
     async def close(self) -> None:
         if self._limiter is not None:
-            await self._limiter.client.aclose()
+            # Sends the releases still queued (release_soon), then closes the client.
+            await self._limiter.aclose()
             self._limiter = None
