@@ -12,7 +12,8 @@ Keys of one host, under the limiter's prefix P (all named in KEYS, so a hash-tag
 - `P:<host>:permits` (sorted set): permit id -> expiry time (ms). Expired permits are dropped before
   every count, so a killed worker's permits come back within the permit TTL.
 - `P:<host>:failures` (sorted set): failures of the breaker's sliding window, scored by time (ms).
-- `P:recent` (sorted set): host -> last acquire (ms), trimmed to the most recent few hundred.
+- `P:recent` (sorted set): host -> last acquire (ms), trimmed to the most recent few hundred
+  (and its time to live renewed) whenever a host joins it.
 
 Every script reads the time with `redis.call('TIME')`: one clock for all workers, whatever their
 own clocks say (scripts are replicated by their effects on Redis >= 5, so TIME is allowed).
@@ -66,7 +67,7 @@ local open_ms = {breaker_open_ms}
 
 local function acquire(sk, pk, id, interval, tolerance, conc, limits)
   local st = redis.call('HMGET', sk, 'tat', 'pause_until', 'open_until', 'probe', 'line', 'hold_ms',
-                        'rate', 'rate_at')
+                        'rate', 'rate_at', 'granted')
   local tat = tonumber(st[1]) or 0
   local pause_until = tonumber(st[2]) or 0
   local open_until = tonumber(st[3]) or 0
@@ -126,12 +127,14 @@ local function acquire(sk, pk, id, interval, tolerance, conc, limits)
   local expires = now + ttl
   redis.call('ZADD', pk, expires, id)
   local rate = (tonumber(st[7]) or 0) * math.exp(-(now - (tonumber(st[8]) or now)) / avg_ms) + 1000 / avg_ms
+  -- The count is read and written with the rest (the script is atomic): one command, not two.
+  local granted = (tonumber(st[9]) or 0) + 1
   if probe then
-    redis.call('HSET', sk, 'tat', tat, 'rate', rate, 'rate_at', now, 'limits', limits, 'probe', id)
+    redis.call('HSET', sk, 'tat', tat, 'rate', rate, 'rate_at', now, 'limits', limits, 'granted', granted,
+               'probe', id)
   else
-    redis.call('HSET', sk, 'tat', tat, 'rate', rate, 'rate_at', now, 'limits', limits)
+    redis.call('HSET', sk, 'tat', tat, 'rate', rate, 'rate_at', now, 'limits', limits, 'granted', granted)
   end
-  redis.call('HINCRBY', sk, 'granted', 1)
   redis.call('PEXPIRE', sk, key_ttl)
   redis.call('PEXPIRE', pk, key_ttl)
   local spare = (conc == 0 or (held + 1) * 2 <= conc) and 1 or 0
@@ -220,8 +223,9 @@ for i = 1, #ARGV do
   end
   out[#out + 1] = reply
 end
-if #recent > 0 then
-  redis.call('ZADD', KEYS[1], unpack(recent))
+-- Trimmed, and its time to live renewed, only when a host is new to it: the list can only have
+-- grown then, and a list whose hosts were all seen a day ago is rebuilt by the next acquires.
+if #recent > 0 and redis.call('ZADD', KEYS[1], unpack(recent)) > 0 then
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(recent_max + 1))
   redis.call('PEXPIRE', KEYS[1], key_ttl)
 end
