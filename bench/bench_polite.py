@@ -7,12 +7,16 @@ Each round runs every case once, in turn (off, default, off, default, ...), so t
 load on the shared machine falls on both alike; the summary gives the median of each case and
 its ratio to the first case. Cases: `off` (MEDIACACHE_HOST_LIMITING=false), `default` (the limiter
 with the default rules, `*=unlimited:64`), `limited` (`*=1000000/s:1000`: every check runs, none
-binds), or any MEDIACACHE_HOST_LIMITS value. Each run: a fresh SQLite file, local storage, Redis at
-127.0.0.1:6379 under a private prefix. The origin is bench/origin.py in its own process by default
+binds), or any MEDIACACHE_HOST_LIMITS value. `--no-hiredis` hides hiredis from redis-py (its
+pure-Python parser then reads every reply, BullMQ's too), to measure what hiredis brings.
+
+Each run: a fresh SQLite file, local storage, no derivatives, Redis at 127.0.0.1:6379 under a
+private prefix. The origin is bench/origin.py in its own process by default
 (its CPU then stays out of the worker's); `--origin thread` runs the test origin in this process.
 
-Per run: wall time, downloads/s, and this process's CPU time per download (the worker's CPU, a
-figure much less noisy than wall time on a shared machine). Last, one JSON line.
+Per run: wall time, downloads/s, and this process's CPU time per download (the worker's CPU; on
+a shared machine it is noisy too, since a neighbour's load slows every instruction down). Last,
+one JSON line.
 """
 
 from __future__ import annotations
@@ -28,18 +32,23 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+if "--no-hiredis" in sys.argv:
+    sys.modules["hiredis"] = None  # type: ignore[assignment]  # before redis-py looks for it
 
 import redis.asyncio as aioredis
 from common import HERE
 from common import origin as origin_process
+from redis.utils import HIREDIS_AVAILABLE
 
 from mediacache.db.schema import upgrade
 from mediacache.service import MediaCache
 from mediacache.settings import load_settings
 from mediacache.worker import CacheWorker
 
-CASES = {"off": {"host_limiting": False}, "default": {"host_limits": ""},
-         "limited": {"host_limits": "*=1000000/s:1000"}}
+CASES: dict[str, dict[str, Any]] = {"off": {"host_limiting": False}, "default": {"host_limits": ""},
+                                    "limited": {"host_limits": "*=1000000/s:1000"}}
 
 
 async def one_run(case: str, n: int, size: int, concurrency: int, base_url: str) -> dict[str, float]:
@@ -99,6 +108,7 @@ async def main() -> None:
     parser.add_argument("--cases", default="off,default")
     parser.add_argument("--origin", choices=("process", "thread"), default="process")
     parser.add_argument("--origin-port", type=int, default=8791)
+    parser.add_argument("--no-hiredis", action="store_true", help="redis-py without hiredis (see above)")
     args = parser.parse_args()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     runs: dict[str, list[dict[str, float]]] = {case: [] for case in cases}
@@ -112,14 +122,14 @@ async def main() -> None:
                 runs[case].append(await one_run(case, args.n, args.size, args.concurrency, base_url))
 
     base = cases[0]
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for case in cases:
         rates = [run["per_s"] for run in runs[case]]
         cpu = [run["cpu_ms"] for run in runs[case]]
         summary[case] = {"per_s_median": round(statistics.median(rates), 1), "per_s": [round(x, 1) for x in rates],
                          "cpu_ms_median": round(statistics.median(cpu), 3), "cpu_ms": [round(x, 3) for x in cpu]}
     print(f"\nmedians of {args.rounds} runs each ({args.n} x {args.size // 1024} KiB, concurrency "
-          f"{args.concurrency}, origin in {args.origin}):")
+          f"{args.concurrency}, origin in {args.origin}, hiredis {'on' if HIREDIS_AVAILABLE else 'off'}):")
     for case in cases:
         s = summary[case]
         ratio = s["per_s_median"] / summary[base]["per_s_median"]
@@ -128,7 +138,7 @@ async def main() -> None:
               f"{', '.join(f'{x:.1f}' for x in s['per_s'])}), {s['cpu_ms_median']:.2f} ms CPU per download "
               f"({cpu_ratio:5.3f} of {base})")
     print(json.dumps({"bench": "polite", "n": args.n, "size": args.size, "concurrency": args.concurrency,
-                      "origin": args.origin, "rounds": args.rounds, "cases": summary}))
+                      "origin": args.origin, "hiredis": HIREDIS_AVAILABLE, "rounds": args.rounds, "cases": summary}))
 
 
 if __name__ == "__main__":
