@@ -62,6 +62,33 @@ def test_signed_links_give_their_expiry(url: str) -> None:
 
 
 @pytest.mark.parametrize("url", [
+    f"https://p16-sign.tiktokcdn.com/a.jpg?x%2Dexpires={T}",  # a percent-encoded name
+    f"https://p16-sign.tiktokcdn.com/a.jpg?x-exp%69res={T}",
+    f"https://p16-sign.tiktokcdn.com/a.jpg?x-exp\tires={T}",  # urlsplit drops tabs and newlines
+    f"https://p16-sign.tiktokcdn.com/a.jpg?x-ex\r\npires={T}",
+    f"https://scontent.cdninstagram.com/a.jpg?%6fe={T:X}",
+])
+def test_names_that_parsing_decodes_still_count(url: str) -> None:
+    # link_expiry skips the parse when no name of interest can be in the URL: it must not skip these.
+    assert link_expiry(url) == WHEN
+
+
+@settings(max_examples=2000)
+@given(st.text(alphabet="expirolcyEXPIROLCY%-=&?/:.\t\n0123456789abf", max_size=60))
+def test_skipping_the_parse_never_changes_the_answer(query: str) -> None:
+    from mediacache.fetching import expiry
+
+    url = f"https://p16-sign.tiktokcdn.com/a.jpg?{query}"
+    words = expiry._EXPIRY_WORDS
+    try:
+        expiry._EXPIRY_WORDS = ("",)  # every URL parsed in full
+        full = link_expiry(url)
+    finally:
+        expiry._EXPIRY_WORDS = words
+    assert link_expiry(url) == full
+
+
+@pytest.mark.parametrize("url", [
     "https://example.com/a.jpg",
     "https://example.com/a.jpg?",
     "https://example.com/a.jpg?w=100&h=200",

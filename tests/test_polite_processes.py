@@ -19,8 +19,9 @@ from tests.support.processes import spawn_worker, wait_for_log
 from tests.support.services import SettingsFactory
 from tests.support.waiting import wait_until
 
-# 150 A assets at 5/s alone take 30 s; 50 keep the test under a minute and still span 10 s of windows.
-A_ASSETS, B_ASSETS = 50, 150
+# The workload, 150 assets each. A's take at least 30 s at 5/s; about 50 s on our 2-core
+# machines, since a waiting job comes back a little after its slot and a missed slot is not made up.
+A_ASSETS, B_ASSETS = 150, 150
 LIMITS = "127.0.0.2=5/s:2,127.0.0.3=unlimited"
 
 
@@ -65,7 +66,7 @@ async def test_three_workers_keep_host_a_to_its_limit_without_holding_back_host_
         b_ids = await cache.cache_images([b.url(f"/media/{n + 1000 + i}.jpg?size=4096") for i in range(B_ASSETS)])
         await wait_until(lambda: _cached_at(cache, b_ids), timeout_s=60, what="B beside A")
         b_mixed_s = time.monotonic() - started
-        await wait_until(lambda: _cached_at(cache, a_ids), timeout_s=60, what="A at 5/s")
+        await wait_until(lambda: _cached_at(cache, a_ids), timeout_s=A_ASSETS / 5 + 60, what="A at 5/s")
 
         times = a.hits("/media/")
         assert len(times) == A_ASSETS

@@ -143,7 +143,7 @@ class Backends:
 
     async def close(self) -> None:
         if self._host_limiter is not None:
-            await self._host_limiter.client.aclose()
+            await self._host_limiter.aclose()
             self._host_limiter = None
         if self._webhooks is not None:
             await self._webhooks.close()

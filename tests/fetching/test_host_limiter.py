@@ -4,6 +4,7 @@ and what happens when Redis does not answer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -21,6 +22,7 @@ from mediacache.fetching.host_limiter import (
 )
 from mediacache.fetching.host_rules import HostRule, parse_rule
 from tests.fetching.conftest import REDIS_HOST, REDIS_PORT, LimiterFactory, eventually
+from tests.support.processes import PrivateRedis
 
 UNLIMITED = parse_rule("*=unlimited")
 
@@ -256,3 +258,97 @@ async def test_with_redis_py_default_retries_an_outage_costs_at_most_the_time_ou
     started = time.monotonic()
     assert (await limiter.acquire("h.test", UNLIMITED)).reason == "redis_unavailable"  # type: ignore[union-attr]
     assert time.monotonic() - started < 1.0
+
+
+async def _permits(limiter: HostLimiter, host: str) -> int:
+    return (await limiter.snapshot([host]))[0].permits_in_use
+
+
+async def test_a_healthy_release_soon_goes_with_the_next_call(make_limiter: LimiterFactory) -> None:
+    limiter, other = make_limiter(release_linger_s=30, spare_linger_s=30), make_limiter()
+    rule = parse_rule("l.test=unlimited:4")
+    first = await _grant(limiter, "l.test", rule)
+    assert first.room_to_spare
+    limiter.release_soon(first, Outcome.ok())
+    # Not sent yet: the permit is still counted, which can only keep the host further below its limit.
+    assert await _permits(other, "l.test") == 1
+    second = await _grant(limiter, "l.test", rule)  # one call: the release first, then this acquire
+    assert await _permits(other, "l.test") == 1
+    assert second.permit_id != first.permit_id
+    # A failure goes at once, without waiting for another call.
+    limiter.release_soon(second, Outcome.failure())
+
+    async def failure_recorded() -> bool:
+        state = (await other.snapshot(["l.test"]))[0]
+        return state.recent_failures == 1 and state.permits_in_use == 0
+    await eventually(failure_recorded, timeout_s=2)
+    # Closing sends what still waits.
+    limiter.release_soon(await _grant(limiter, "l.test", rule), Outcome.ok())
+    await limiter.aclose()
+    assert await _permits(other, "l.test") == 0
+
+
+async def test_a_release_waits_at_most_its_linger(make_limiter: LimiterFactory) -> None:
+    limiter, other = make_limiter(release_linger_s=0.05, spare_linger_s=0.2), make_limiter()
+    near = parse_rule("n.test=unlimited:1")  # its only permit: no room to spare, the short linger
+    grant = await _grant(limiter, "n.test", near)
+    assert not grant.room_to_spare
+    started = time.monotonic()
+    limiter.release_soon(grant, Outcome.ok())
+    await eventually(lambda: _no_permits(other, "n.test"), timeout_s=2, interval_s=0.01)
+    short_s = time.monotonic() - started
+    spare = await _grant(limiter, "s.test", UNLIMITED)
+    assert spare.room_to_spare
+    started = time.monotonic()
+    limiter.release_soon(spare, Outcome.ok())
+    await eventually(lambda: _no_permits(other, "s.test"), timeout_s=2, interval_s=0.01)
+    spare_s = time.monotonic() - started
+    assert short_s < 0.19 <= spare_s < 1.5, (short_s, spare_s)
+
+
+async def _no_permits(limiter: HostLimiter, host: str) -> bool:
+    return await _permits(limiter, host) == 0
+
+
+async def test_many_callers_at_once_share_a_call_and_each_get_their_own_answer(make_limiter: LimiterFactory) -> None:
+    limiter, other = make_limiter(), make_limiter()
+    rule = parse_rule("m.test=unlimited:5")
+    decisions = await asyncio.gather(*(limiter.acquire("m.test", rule) for _ in range(8)),
+                                     limiter.acquire("free.test", UNLIMITED))
+    grants = [d for d in decisions[:8] if isinstance(d, Grant)]
+    waits = [d for d in decisions[:8] if isinstance(d, Wait)]
+    assert len(grants) == 5 and {w.reason for w in waits} == {"concurrency"} and len(waits) == 3
+    assert isinstance(decisions[8], Grant) and decisions[8].host == "free.test"
+    assert await _permits(other, "m.test") == 5
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3, 5, 8])
+async def test_a_cancelled_acquire_leaves_no_permit_behind(make_limiter: LimiterFactory, turns: int) -> None:
+    # Cancelled before its call went out, during it, or after its answer: no permit stays held.
+    limiter, other = make_limiter(), make_limiter()
+    rule = parse_rule("x.test=unlimited:3")
+    task = asyncio.create_task(limiter.acquire("x.test", rule))
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    if not task.cancelled():  # it had its answer before the cancellation
+        await limiter.release(task.result(), Outcome.ok())  # type: ignore[arg-type]
+    await limiter.flush()
+    await limiter.flush()  # a grant answered to a caller already gone goes back in the next call
+    assert await _permits(other, "x.test") == 0
+
+
+async def test_a_connection_closed_by_redis_or_a_forgotten_script_costs_no_wait(
+        make_limiter: LimiterFactory, private_redis: PrivateRedis) -> None:
+    limiter = make_limiter(port=private_redis.port)
+    admin = aioredis.Redis(host=REDIS_HOST, port=private_redis.port)
+    try:
+        await _grant(limiter, "c.test", UNLIMITED)
+        await admin.client_kill_filter(_type="normal", skipme=True)  # the limiter's idle connection
+        await _grant(limiter, "c.test", UNLIMITED)
+        await admin.script_flush()
+        await _grant(limiter, "c.test", UNLIMITED)
+    finally:
+        await admin.aclose()
