@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 
 from mediacache.db.media_repository import MediaRepository
 from mediacache.db.repository import AssetRepository
@@ -29,6 +30,28 @@ def _asset_of(key: str) -> uuid.UUID | None:
     return None
 
 
+async def unowned_originals(assets: AssetRepository, found: Sequence[tuple[uuid.UUID, str]]) -> list[str]:
+    """Of these originals (`media/<asset id>/<attempt token><ext>`, with the asset of their path),
+    the keys that no row holds and no live attempt on their asset is writing.
+
+    Leases are read before rows: an attempt that records its object after the lease look-up is
+    seen holding it by the row look-up; in the other order it could slip between the two and have
+    its fresh object judged an orphan.
+    """
+    if not found:
+        return []
+    owners = await assets.key_owners(list({asset_id for asset_id, _ in found}))
+    held = await assets.keys_in_use(key for _, key in found)
+    unowned = []
+    for asset_id, key in found:
+        if key in held:
+            continue
+        live_token = owners.get(asset_id, (None, None))[1]
+        if live_token is None or not key.split("/")[2].startswith(live_token):
+            unowned.append(key)
+    return unowned
+
+
 async def collect(assets: AssetRepository, store: ObjectStore, *, dry_run: bool = True,
                   media: MediaRepository | None = None) -> GcReport:
     """Finds (and unless `dry_run`, deletes) orphan objects; reports rows whose object is missing.
@@ -46,24 +69,16 @@ async def collect(assets: AssetRepository, store: ObjectStore, *, dry_run: bool 
     batch: list[tuple[uuid.UUID, str, int]] = []
 
     async def judge() -> None:
-        # Leases before rows: an attempt that records its object after the lease look-up is seen
-        # holding it by the row look-up; in the other order it could slip between the two and have
-        # its fresh object judged an orphan.
-        owners = await assets.key_owners(list({asset_id for asset_id, _, _ in batch}))
-        held = await assets.keys_in_use(key for _, key, _ in batch)
+        originals = [(asset_id, key) for asset_id, key, _ in batch if key.split("/")[2] != "d"]
+        unowned = set(await unowned_originals(assets, originals))
         derived_ids = [asset_id for asset_id, key, _ in batch if key.split("/")[2] == "d"]
         derived = await media.derivative_keys(derived_ids) if media is not None and derived_ids else {}
         for asset_id, key, size in batch:
-            if key in held:
-                continue
             if key.split("/")[2] == "d":
                 # Without the derivative table to ask (media=None), a derivative is never judged.
                 if media is not None and key not in derived.get(asset_id, set()):
                     orphans.append((key, size))
-                continue
-            owner = owners.get(asset_id)
-            live_token = owner[1] if owner is not None else None
-            if live_token is None or not key.split("/")[2].startswith(live_token):
+            elif key in unowned:
                 orphans.append((key, size))
         batch.clear()
 

@@ -23,6 +23,7 @@ from mediacache.errors import (
     StorageError,
 )
 from mediacache.fetching.fetch import Fetcher
+from mediacache.maintenance.orphans import unowned_originals
 from mediacache.settings import Settings
 from mediacache.storage.base import ObjectStore
 from mediacache.storage.keys import asset_key
@@ -227,17 +228,7 @@ class CacheJobHandler:
         for asset_id in asset_ids:
             found += [(asset_id, info.key) async for info in self.store.list_keys(f"media/{asset_id}/")
                       if info.key.count("/") == 2]
-        held = await self.repo.keys_in_use(key for _, key in found)
-        owners = await self.repo.key_owners([asset_id for asset_id, key in found if key not in held])
-        for asset_id, key in found:
-            # One read of the asset's key and lease: an attempt that was writing this object when it
-            # was listed either holds it by now or still holds its lease, unless it lost the lease
-            # (and with it any chance to record the object).
-            own_key, live_token = owners.get(asset_id, (None, None))
-            if key in held or key == own_key or (live_token is not None and key.split("/")[2].startswith(live_token)):
-                continue
-            with contextlib.suppress(StorageError):
-                await self.store.delete(key)
+        await self.store.delete_many(await unowned_originals(self.repo, found))
 
     async def _drop_earlier_copies(self, claim: Claim, key: str) -> None:
         """Removes what earlier attempts of this asset stored (one killed after its upload but before
