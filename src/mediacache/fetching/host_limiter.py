@@ -4,11 +4,11 @@
 records the outcome. The decisions are Lua scripts (host_scripts.py), so they are atomic across
 processes and machines and use Redis's clock, not the workers'.
 
-What one process asks at one moment goes to Redis in one script call (host_scripts.BATCH): every
-acquire and release queued while the previous call was out, or within the same turn of the event
-loop. A worker hands a finished download's permit back with `release_soon`, which does not wait:
-a healthy outcome rides along with the next call (an acquire of this process, or at the latest
-after `release_linger_s`), a failure or a throttled answer goes at once. So a busy worker pays
+What one process asks at one moment goes to Redis in one script call (host_scripts.BATCH, carried
+by host_batch.py): every acquire and release queued while the previous call was out, or within the
+same turn of the event loop. A worker hands a finished download's permit back with `release_soon`,
+which does not wait: a healthy outcome rides along with the next call (an acquire of this process,
+or at the latest after `release_linger_s`), a failure or a throttled answer goes at once. So a busy worker pays
 about one round trip per download rather than two, and a finished job never waits on Redis.
 
 Failure policy: when Redis does not answer, `acquire` answers Wait('redis_unavailable') (never an
@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from mediacache.fetching import host_scripts
+from mediacache.fetching.host_batch import BatchOp, ScriptBatch
 from mediacache.fetching.host_rules import HostRule, normalize_host
 
 log = logging.getLogger("mediacache.fetching.host_limiter")
@@ -56,8 +56,6 @@ DEFAULT_HOLD_MS = 1000
 # keep another worker waiting; longer while it had room to spare, where it keeps no one waiting.
 RELEASE_LINGER_S = 0.005
 SPARE_LINGER_S = 0.1
-# At most this many acquires and releases in one script call; more go in the next.
-BATCH_MAX_OPS = 256
 # Hosts whose keys are remembered (built once, not per call), as in host_rules.py.
 HOST_CACHE_MAX = 4096
 
@@ -159,22 +157,6 @@ class _HostKeys:
     release_keys: tuple[bytes, bytes, bytes]  # state, permits, failures
 
 
-@dataclass(slots=True, eq=False)
-class _Op:
-    """An acquire ("a") or release ("r") waiting for, or in, a script call (host_scripts.BATCH)."""
-
-    kind: Literal["a", "r"]
-    keys: tuple[bytes, ...]
-    arg: bytes  # its fields (host_scripts.BATCH); a release's last one is added when it is sent
-    future: asyncio.Future[Any] | None  # the reply, or None when Redis did not answer
-    send_by: float  # event-loop time; 0: as soon as no call is out
-    rule: HostRule | None = None  # an acquire's
-    host: str | None = None
-    grant: Grant | None = None  # a release's
-    pause_s: float = 0.0
-    queued_at: float = field(default_factory=time.monotonic)
-
-
 class _Renewing:
     """Most downloads end long before a third of the TTL: a timer costs much less than a task per
     download, and the renewing task only starts for the long ones. A class rather than a generator
@@ -265,11 +247,13 @@ class HostLimiter:
         # Permit ids: unique to this limiter, then a counter (cheaper than random bytes per permit).
         self._permit_prefix = os.urandom(6).hex()
         self._permit_numbers = itertools.count()
-        self._queue: list[_Op] = []
-        self._sender: asyncio.Task[None] | None = None
-        self._linger: asyncio.TimerHandle | None = None
-        self._conn: Any = None  # the connection of the batch calls (_call_batch)
-        self.calls = 0  # batch calls sent (round trips), for benchmarks and tests
+        self._batch_calls = ScriptBatch(client, self._batch, leading_keys=[self._recent_key], timeout_s=timeout_s,
+                                        on_reply=self._answer, on_down=self._batch_went_down, on_up=self._came_back)
+
+    @property
+    def calls(self) -> int:
+        """Batch calls sent (round trips), for benchmarks and tests."""
+        return self._batch_calls.calls
 
     @property
     def renew_interval_s(self) -> float:
@@ -298,8 +282,8 @@ class HostLimiter:
             tail = self._acquire_tails[(entry.name, rule)] = _acquire_tail(entry.name, rule)
         permit_id = f"{self._permit_prefix}{next(self._permit_numbers)}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._submit(_Op("a", entry.acquire_keys, b"a|" + permit_id.encode() + tail, future,
-                         send_by=0.0, rule=rule, host=entry.name))
+        self._batch_calls.submit(BatchOp("a", entry.acquire_keys, b"a|" + permit_id.encode() + tail, future,
+                                         send_by=0.0, context=(rule, entry.name)))
         try:
             reply = await future
         except asyncio.CancelledError:
@@ -317,7 +301,7 @@ class HostLimiter:
         """Gives the permit back and records how the request ended; returns once Redis has it
         (or did not answer: the permit then lapses within its TTL)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._submit(self._release_op(grant, outcome, future, send_by=0.0))
+        self._batch_calls.submit(self._release_op(grant, outcome, future, send_by=0.0))
         # The release goes out whether or not this caller waits for it to the end.
         await asyncio.shield(future)
 
@@ -331,179 +315,47 @@ class HostLimiter:
         else:
             send_by = asyncio.get_running_loop().time() + (
                 self.spare_linger_s if grant.room_to_spare else self.release_linger_s)
-        self._submit(self._release_op(grant, outcome, None, send_by=send_by))
+        self._batch_calls.submit(self._release_op(grant, outcome, None, send_by=send_by))
 
     def _release_op(self, grant: Grant, outcome: Outcome, future: asyncio.Future[Any] | None, *,
-                    send_by: float) -> _Op:
+                    send_by: float) -> BatchOp:
         pause_s = 0.0
         if outcome.kind == "throttled":
             asked_s = outcome.retry_after_s if outcome.retry_after_s is not None else self.throttle_default_s
             pause_s = min(max(asked_s, 0.0), self.max_pause_s)
         arg = f"r|{grant.permit_id}|{outcome.kind}|{int(pause_s * 1000)}|{grant.granted_at_ms}|".encode()
-        return _Op("r", self._host_keys(grant.host).release_keys, arg, future, send_by=send_by, grant=grant,
-                   pause_s=pause_s)
+        return BatchOp("r", self._host_keys(grant.host).release_keys, arg, future, send_by=send_by,
+                       stamp_age=True, context=(grant, pause_s))
 
     async def flush(self) -> None:
         """Sends every queued release now and returns once Redis has answered (or not)."""
-        for op in self._queue:
-            op.send_by = 0.0
-        while self._queue or self._sender is not None:
-            if self._sender is None:
-                self._start_sender()
-            assert self._sender is not None
-            await asyncio.shield(self._sender)
+        await self._batch_calls.flush()
 
     async def aclose(self) -> None:
         """Sends what is queued, then closes the client."""
         try:
-            await self.flush()
+            await self._batch_calls.aclose()
         finally:
-            if self._linger is not None:
-                self._linger.cancel()
-                self._linger = None
-            if self._conn is not None:
-                conn, self._conn = self._conn, None
-                await self.client.connection_pool.release(conn)
             await self.client.aclose()
 
-    def _submit(self, op: _Op) -> None:
-        self._queue.append(op)
-        if self._sender is not None:
-            return  # it takes what was queued meanwhile once its call is back
-        if not op.send_by:
-            self._start_sender()
-        else:
-            self._send_at(op.send_by)
-
-    def _send_at(self, when: float) -> None:
-        if self._linger is not None:
-            if self._linger.when() <= when:
-                return
-            self._linger.cancel()
-        self._linger = asyncio.get_running_loop().call_at(when, self._linger_over)
-
-    def _linger_over(self) -> None:
-        self._linger = None
-        for op in self._queue:
-            op.send_by = 0.0
-        if self._sender is None and self._queue:
-            self._start_sender()
-
-    def _start_sender(self) -> None:
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-        # A task, not a call now: everything queued until it first runs (this turn of the event
-        # loop) goes in the same call.
-        self._sender = asyncio.get_running_loop().create_task(self._send_queued())
-
-    async def _send_queued(self) -> None:
-        """One call at a time; what is queued while it is out goes in the next one."""
-        try:
-            # Whatever is queued goes together, as soon as one of the operations must go.
-            while any(not op.send_by for op in self._queue):
-                ops, self._queue = self._queue[:BATCH_MAX_OPS], self._queue[BATCH_MAX_OPS:]
-                if not await self._send(ops):
-                    # Redis did not answer within the time-out: what waits would fare no better now.
-                    ops, self._queue = self._queue, []
-                    self._give_up(ops)
-        finally:
-            self._sender = None
-            if self._queue:
-                self._send_at(min(op.send_by for op in self._queue))
-
-    async def _send(self, ops: list[_Op]) -> bool:
-        """One script call for `ops`; False when Redis did not answer (each op has been told)."""
-        now = time.monotonic()
-        live: list[_Op] = []
-        keys: list[bytes] = [self._recent_key]
-        args: list[bytes] = []
-        for op in ops:
-            if op.kind == "a":
-                if op.future is not None and op.future.done():
-                    continue  # its caller gave up (cancelled) before it went out
-                args.append(op.arg)
-            else:
-                args.append(op.arg + str(int((now - op.queued_at) * 1000)).encode())
-            live.append(op)
-            keys.extend(op.keys)
-        if not live:
-            return True
-        try:
-            # A time-out after the script ran leaves its permits unknown to us: they lapse within
-            # the permit TTL, a smaller harm than callers that hang with Redis.
-            async with asyncio.timeout(self.timeout_s):
-                replies = await self._call_batch(keys, args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._went_down(exc, "acquire" if any(op.kind == "a" for op in live) else "release")
-            self._give_up(live)
-            return False
-        except BaseException:
-            self._give_up(live)
-            raise
-        self._came_back()
-        for op, reply in zip(live, replies, strict=True):
-            self._answer(op, reply)
-        return True
-
-    async def _call_batch(self, keys: list[bytes], args: list[bytes]) -> Any:
-        """EVALSHA of the batch script on a connection the limiter keeps, not one taken from the pool
-        and given back per call: only one call is out at a time, and the pool's bookkeeping (a lock,
-        a readiness check, usage metrics) was a fifth of a call's client CPU (profiled)."""
-        for attempt in range(2):
-            conn = self._conn
-            if conn is None:
-                conn = self._conn = await self.client.connection_pool.get_connection()
-            self.calls += 1
-            try:
-                await conn.send_packed_command(
-                    conn.pack_command("EVALSHA", self._batch.sha, len(keys), *keys, *args), check_health=False)
-                return await conn.read_response()
-            except NoScriptError:
-                # A restarted or flushed Redis forgot the script: load it once more.
-                await self.client.script_load(self._batch.script)
-            except ResponseError:
-                raise  # the connection is fine; the call itself failed
-            except BaseException as exc:
-                # The connection's state is unknown (a reply may be half read): it is not used again.
-                self._conn = None
-                await self._drop(conn)
-                # One more try on a fresh connection for one that Redis (or a proxy) closed while it
-                # was idle, as redis-py's own retry does.
-                if attempt == 1 or not isinstance(exc, RedisConnectionError | OSError):
-                    raise
-        raise RedisError("the host limiter's script could not be loaded")
-
-    async def _drop(self, conn: Any) -> None:
-        await conn.disconnect(nowait=True)
-        with contextlib.suppress(KeyError):
-            await self.client.connection_pool.release(conn)
-
-    def _answer(self, op: _Op, reply: Any) -> None:
+    def _answer(self, op: BatchOp, reply: Any) -> Any:
         if int(reply[0]) == -1:
             # A bug, not an outage: loud, and the caller waits rather than going ahead.
-            log.error("host limiter: the script failed for host %s: %s", op.host or (op.grant and op.grant.host),
-                      _text(reply[1]))
+            log.error("host limiter: the script failed for host %s: %s", _host_of(op), _text(reply[1]))
             reply = None
-        if op.kind == "r":
-            if reply is not None and op.grant is not None:
-                self._log_event(op.grant, op.pause_s, _text(reply[1]))
-        elif op.future is not None and op.future.done() and op.rule is not None and op.host is not None:
-            self._abandon(reply, op_rule=op.rule, host=op.host)
-        if op.future is not None and not op.future.done():
-            op.future.set_result(reply)
+        if op.label == "r":
+            grant, pause_s = op.context
+            if reply is not None:
+                self._log_event(grant, pause_s, _text(reply[1]))
+        elif op.future is not None and op.future.done():
+            rule, host = op.context
+            self._abandon(reply, op_rule=rule, host=host)
+        return reply
 
     def _abandon(self, reply: Any, *, op_rule: HostRule, host: str) -> None:
         """A grant whose caller is gone (cancelled) goes straight back."""
         if reply is not None and int(reply[0]) == 1:
             self.release_soon(_grant(host, op_rule, reply), Outcome.abandoned())
-
-    @staticmethod
-    def _give_up(ops: list[_Op]) -> None:
-        # Releases are dropped (their permits lapse within the TTL); acquires answer "unavailable".
-        for op in ops:
-            if op.future is not None and not op.future.done():
-                op.future.set_result(None)
 
     def _log_event(self, grant: Grant, pause_s: float, event: str) -> None:
         policy = self.breaker
@@ -568,6 +420,9 @@ class HostLimiter:
             log.warning("host limiter: Redis did not answer (%s: %s: %s); downloads wait until it does",
                         what, type(exc).__name__, exc)
 
+    def _batch_went_down(self, exc: BaseException, ops: list[BatchOp]) -> None:
+        self._went_down(exc, "acquire" if any(op.label == "a" for op in ops) else "release")
+
     def _came_back(self) -> None:
         if self._down_since is not None:
             log.info("host limiter: Redis answers again after %.1f s", time.monotonic() - self._down_since)
@@ -582,6 +437,10 @@ def _acquire_tail(host: str, rule: HostRule) -> bytes:
     if any(host_scripts.SEP in field for field in fields):
         raise ValueError(f"host rule {rule} cannot be sent to the limiter's script")
     return "".join(host_scripts.SEP + field for field in [*fields, host]).encode()
+
+
+def _host_of(op: BatchOp) -> str:
+    return op.context[1] if op.label == "a" else op.context[0].host
 
 
 def _grant(host: str, rule: HostRule, reply: Sequence[Any]) -> Grant:
