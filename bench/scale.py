@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -144,10 +144,10 @@ async def main() -> None:
 
             # The generated rows point at objects nobody stored; the service's start-up check that local
             # storage holds the database's newest objects would rightly refuse it, so store those few.
+            async def generated() -> AsyncIterator[bytes]:
+                yield b"generated"
             for key in await cache.backends.assets.newest_cached_keys(20):
-                path = settings.objects_dir / key
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(b"generated")
+                await cache.backends.store.put_stream(key, generated())
             sock = bind("127.0.0.1", 0)
             async with serving(create_app(settings, run_worker=False), sock) as running, \
                     httpx.AsyncClient(base_url=running.url) as client:

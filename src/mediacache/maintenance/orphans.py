@@ -61,7 +61,7 @@ async def collect(assets: AssetRepository, store: ObjectStore, *, dry_run: bool 
     may share it), or while the attempt that is writing it still holds a live lease on the asset
     in its path. Once no row holds a key, no download can start sharing it (sharing needs a
     CACHED holder), so the judgement cannot be outrun. Only the `media/` prefix is listed; rows
-    are checked by HEAD requests.
+    are checked against it a page at a time (`ObjectStore.missing_keys`).
     A derivative (`media/<id>/d/...`) is kept while a derivative row holds it. Legacy keys outside
     `media/` are never touched.
     """
