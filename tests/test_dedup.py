@@ -177,3 +177,32 @@ async def test_the_bucket_check_reports_orphans_and_missing_objects_with_bytes(
     assert bucket is not None
     assert (bucket.orphan_objects, bucket.orphan_bytes) == (1, 700)
     assert (bucket.missing_objects, bucket.missing_bytes) == (1, 2000)
+
+
+async def test_a_repeat_request_makes_an_asset_young_for_cleanup_and_shows_on_the_dashboard(
+        cache: MediaCache, start_worker: WorkerFactory, origin: Origin) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from mediacache.api.routes_dashboard import dashboard_data
+    from mediacache.db.columns import utcnow
+    from mediacache.db.models import CacheAsset
+
+    n = _n()
+    again, left = origin.url(f"/media/{n}.jpg?size=1000"), origin.url(f"/media/{n + 1}.jpg?size=1000")
+    ids = [await cache.cache_image(again), await cache.cache_image(left)]
+    await start_worker()
+    await _all_cached(cache, 2)
+    t = CacheAsset.__table__
+    old = utcnow() - timedelta(days=40)
+    async with cache.backends.engine.begin() as conn:
+        await conn.execute(update(t).where(t.c.id.in_(ids)).values(created_at=old, cached_at=old,
+                                                                   last_requested_at=old))
+    # Requested again (a new signature of the same file): as young as that request.
+    assert await cache.cache_image(f"{again}&x-expires={int(time.time()) + 600}&x-signature=s") == ids[0]
+    data = await dashboard_data(cache, details=True)
+    assert (data.downloads_avoided, data.bytes_not_stored) == (1, 0)
+
+    assert (await cache.cleanup_report(days=30)).removed == 1
+    assert set(await cache.get_assets(ids)) == {ids[0]}
