@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -76,6 +77,12 @@ async def test_figures_appear_and_update_after_a_job_completes(
         await expect(page.locator('dd[data-field="cache.failed"]')).to_have_text("2")
         await expect(page.locator('dd[data-field="queue.waiting"]')).to_have_text("0")
         await expect(page.locator("#failures li")).to_have_count(2)
+        # Polite fetching's panel: the one origin host with its breaker and limits, nothing at risk.
+        await expect(page.locator('dd[data-field="cache.at_risk"]')).to_have_text("0")
+        host_row = page.locator("#hosts tbody tr")
+        await expect(host_row).to_have_count(1)
+        await expect(host_row.locator("td")).to_have_text(["127.0.0.1", "closed", re.compile(r"[\d.]+"),
+                                                          "0", "unlimited:64"])
         await expect(page.locator("#failures")).to_contain_text("not_found")
         await expect(page.locator("#failures")).to_contain_text("forbidden")
         await expect(page.locator("#failures")).to_contain_text("404")
