@@ -70,7 +70,10 @@ async def test_three_workers_keep_host_a_to_its_limit_without_holding_back_host_
 
         times = a.hits("/media/")
         assert len(times) == A_ASSETS
-        # The burst of one request allows a sixth at a window's edge (host_rules.py: RATE * 1.1).
+        # At 5/s the rule's burst is one request: Redis grants permits at least 200 ms apart. The
+        # origin counts arrivals, which lag their grants by a varying few ms (which worker, its
+        # event loop), so a window that starts just after one arrival can hold a sixth: the
+        # tolerance for clock edges.
         assert max_in_window(times) <= 6, max_in_window(times)
         assert a.in_flight_max <= 2
         assert b_mixed_s <= max(1.5 * b_alone_s, b_alone_s + 1.0), (b_alone_s, b_mixed_s)
