@@ -355,3 +355,22 @@ async def test_a_derive_that_fails_on_every_attempt_sends_asset_derived_with_med
             assert [r for r in await b.outbox.all_rows() if r.asset_id == nowhere] == []
     finally:
         receiver.stop()
+
+
+async def test_stopping_right_after_a_wake_up_ends_the_delivery_loop(make_settings: SettingsFactory) -> None:
+    # On Python 3.11 asyncio.wait_for swallows a cancel that lands while what it waits for has just
+    # finished: the loop, woken and cancelled in the same moment, ran on and stop() never returned.
+    receiver = Receiver(keep_alive=True)  # never contacted: the outbox stays empty
+    settings = make_settings(webhook_url=receiver.url, **{**FAST_RETRIES, "webhook_poll_s": 30.0})
+    async with MediaCache(settings) as mc:
+        deliverer = mc.backends.webhooks
+        assert deliverer is not None
+        for _ in range(5):
+            await deliverer.start()
+
+            async def waiting(before: int = deliverer.claims) -> bool:
+                return deliverer.claims > before  # it claimed (nothing) and waits for a wake-up now
+            await wait_until(waiting, timeout_s=10, what="the delivery loop's first claim")
+            deliverer.wake()
+            async with asyncio.timeout(10):
+                await deliverer.stop()

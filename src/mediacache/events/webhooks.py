@@ -73,6 +73,7 @@ class WebhookDeliverer:
         self._holders = 0
         self._task: asyncio.Task[None] | None = None
         self.delivered = 0
+        self.claims = 0  # claims made (for tests: the loop waits for a wake-up right after one)
 
     def wake(self) -> None:
         self._wake.set()
@@ -80,7 +81,7 @@ class WebhookDeliverer:
     async def start(self) -> None:
         self._holders += 1
         if self._task is None:
-            self._task = asyncio.create_task(self.run(), name="webhook-delivery")
+            self._task = asyncio.create_task(self._run(), name="webhook-delivery")
 
     async def stop(self) -> None:
         """Stops the loop once its last holder stops. Undelivered rows stay in the outbox for any
@@ -89,17 +90,21 @@ class WebhookDeliverer:
         if self._holders or self._task is None:
             return
         task, self._task = self._task, None
+        # The loop also ends by itself once it is no longer `self._task`: a cancel can be lost (on
+        # Python 3.11 asyncio.wait_for swallows one that lands as what it waits for finishes).
         task.cancel()
+        self._wake.set()
         await asyncio.wait({task})
 
-    async def run(self) -> None:
-        """Until cancelled: keep up to `concurrency` deliveries in flight; sleep until woken (by a
+    async def _run(self) -> None:
+        """Until stopped: keep up to `concurrency` deliveries in flight; sleep until woken (by a
         new event of this process or a finished send) or MEDIACACHE_WEBHOOK_POLL_S."""
+        this_run = asyncio.current_task()
         recorder = asyncio.create_task(self._record_deliveries(), name="webhook-records")
         loop = asyncio.get_running_loop()
         last_claim = -GATHER_S
         try:
-            while True:
+            while self._task is this_run:
                 if not self._backlog:
                     # A trickle of events: let the next few join this claim.
                     await asyncio.sleep(max(0.0, last_claim + GATHER_S - loop.time()))
@@ -113,13 +118,16 @@ class WebhookDeliverer:
                     except DatabaseError as exc:
                         log.warning("webhook delivery paused: %s", exc)
                         batch = []
+                    self.claims += 1
                     for delivery in batch:
                         self._send(delivery)
                     self._backlog = len(batch) == wanted
                     if self._backlog and len(self._sending) < self.concurrency:
                         continue
+                # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that comes with a wake.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.webhook_poll_s)
+                    async with asyncio.timeout(self.settings.webhook_poll_s):
+                        await self._wake.wait()
         finally:
             sending = set(self._sending)
             for task in sending:
@@ -130,7 +138,8 @@ class WebhookDeliverer:
             await asyncio.wait({recorder})
             # Deliveries made but not recorded would otherwise be sent again after their lease.
             with contextlib.suppress(DatabaseError, TimeoutError):
-                await asyncio.wait_for(self._flush(), timeout=_FLUSH_ON_STOP_S)
+                async with asyncio.timeout(_FLUSH_ON_STOP_S):
+                    await self._flush()
 
     def _send(self, delivery: Delivery) -> None:
         task = asyncio.create_task(self._deliver(delivery), name="webhook-send")
@@ -206,7 +215,7 @@ class WebhookDeliverer:
         return f"POST {delivery.target_url} answered {status}"
 
     async def close(self) -> None:
-        """Stops the loop whoever holds it, and closes the HTTP client."""
+        """Stops the loop whoever holds it, and closes the HTTP client (also when it never ran)."""
         self._holders = min(self._holders, 1)
         await self.stop()
         await self.poster.aclose()
