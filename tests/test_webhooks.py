@@ -357,6 +357,33 @@ async def test_a_derive_that_fails_on_every_attempt_sends_asset_derived_with_med
         receiver.stop()
 
 
+async def test_a_stopped_worker_leaves_no_connection_open_at_the_receiver(
+        make_settings: SettingsFactory, start_worker: WorkerFactory, origin: Origin) -> None:
+    # A receiver that keeps connections alive, as most do: the deliverer reuses them while it runs,
+    # and once it stops none may stay open (a test server's shutdown, or a receiver's connection
+    # limit, would wait on them for as long as the process lives).
+    receiver = Receiver(keep_alive=True).start()
+    try:
+        async with MediaCache(make_settings(webhook_url=receiver.url, **FAST_RETRIES)) as mc:
+            worker = await start_worker(mc, concurrency=10)
+            ids = await mc.cache_images([origin.url(f"/media/{i}.jpg?size=1200&kept=1") for i in range(20)])
+
+            async def all_arrived() -> bool:
+                return len(receiver.accepted()) >= len(ids)
+            await wait_until(all_arrived, timeout_s=60, what="20 webhooks")
+            assert receiver.open_connections >= 1
+            assert mc.backends.webhooks is not None and mc.backends.webhooks.poster.connections_made < len(ids)
+
+            await worker.stop(grace_s=5)
+
+            async def none_open() -> bool:
+                return receiver.open_connections == 0
+            await wait_until(none_open, timeout_s=5, what="the receiver to see no connection from the stopped worker")
+            assert mc.backends.webhooks.poster.open_connections == 0
+    finally:
+        receiver.stop()
+
+
 async def test_stopping_right_after_a_wake_up_ends_the_delivery_loop(make_settings: SettingsFactory) -> None:
     # On Python 3.11 asyncio.wait_for swallows a cancel that lands while what it waits for has just
     # finished: the loop, woken and cancelled in the same moment, ran on and stop() never returned.

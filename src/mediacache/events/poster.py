@@ -37,15 +37,16 @@ class PostError(MediaCacheError):
     """A webhook POST got no answer: no connection, a time-out, a broken or malformed answer."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Connection:
     stream: httpcore.AsyncNetworkStream
     idle_since: float = field(default_factory=time.monotonic)
     buffer: bytes = b""  # read past the previous answer (a server must not send it; never reused then)
+    closed: bool = False
 
     def usable(self) -> bool:
         # A readable idle socket has been closed by the server (or sent junk): either way not reusable.
-        return (not self.buffer and time.monotonic() - self.idle_since < KEEPALIVE_S
+        return (not self.closed and not self.buffer and time.monotonic() - self.idle_since < KEEPALIVE_S
                 and not self.stream.get_extra_info("is_readable"))
 
 
@@ -69,6 +70,7 @@ class WebhookPoster:
         self.backend = GuardedNetworkBackend(policy, connect_timeout_s=connect_timeout_s, resolver=resolver)
         self.ssl_context = ssl_context or httpx.create_ssl_context(verify=True, trust_env=False)
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._busy: set[_Connection] = set()  # taken by a POST under way
         self.connections_made = 0  # for tests and the bench
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
@@ -84,26 +86,32 @@ class WebhookPoster:
                         conn, reused = await self._connection(target)
                     except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as exc:
                         raise PostError(f"POST {url} failed: {type(exc).__name__}: {exc}") from exc
+                    self._busy.add(conn)
                     try:
                         status, keep = await _exchange(conn, request)
                     except (httpcore.NetworkError, OSError, PostError) as exc:
-                        await _close(conn)
+                        await self._drop(conn)
                         if reused and not isinstance(exc, _AnswerStarted):
                             # A kept-alive connection the server dropped as we sent: once more on a new one.
                             continue
                         raise PostError(f"POST {url} failed: {type(exc).__name__}: {exc}") from exc
                     except BaseException:
-                        await _close(conn)
+                        await self._drop(conn)
                         raise
                     break
         except TimeoutError as exc:
             raise PostError(f"POST {url} failed: no answer within {self.timeout_s:g} s") from exc
-        if keep and len(self._idle.setdefault(key, [])) < self.max_idle:
+        self._busy.discard(conn)
+        if keep and not conn.closed and len(self._idle.setdefault(key, [])) < self.max_idle:
             conn.idle_since = time.monotonic()
             self._idle[key].append(conn)
         else:
             await _close(conn)
         return status
+
+    async def _drop(self, conn: _Connection) -> None:
+        self._busy.discard(conn)
+        await _close(conn)
 
     async def _connection(self, target: _Target) -> tuple[_Connection, bool]:
         idle = self._idle.get((target.scheme, target.host, target.port), [])
@@ -114,16 +122,29 @@ class WebhookPoster:
             await _close(conn)
         stream = await self.backend.connect_tcp(target.host, target.port, timeout=self.connect_timeout_s)
         if target.scheme == "https":
-            stream = await stream.start_tls(self.ssl_context, server_hostname=target.host,
-                                            timeout=self.connect_timeout_s)
+            try:
+                stream = await stream.start_tls(self.ssl_context, server_hostname=target.host,
+                                                timeout=self.connect_timeout_s)
+            except BaseException:
+                # httpcore closes the socket when the handshake fails, not when it is cancelled.
+                with contextlib.suppress(Exception):
+                    await stream.aclose()
+                raise
         self.connections_made += 1
         return _Connection(stream), False
 
+    @property
+    def open_connections(self) -> int:
+        """Connections held now, idle or in use (for tests and the bench)."""
+        return len(self._busy) + sum(len(conns) for conns in self._idle.values())
+
     async def aclose(self) -> None:
+        """Closes every connection held, those of POSTs under way included (they fail); the poster
+        can be used again afterwards."""
         idle, self._idle = self._idle, {}
-        for conns in idle.values():
-            for conn in conns:
-                await _close(conn)
+        busy, self._busy = self._busy, set()
+        for conn in [*busy, *(c for conns in idle.values() for c in conns)]:
+            await _close(conn)
 
 
 class _AnswerStarted(PostError):
@@ -253,5 +274,6 @@ async def _read_chunked(conn: _Connection, rest: bytes) -> bool:
 
 
 async def _close(conn: _Connection) -> None:
+    conn.closed = True
     with contextlib.suppress(Exception):
         await conn.stream.aclose()

@@ -84,8 +84,9 @@ class WebhookDeliverer:
             self._task = asyncio.create_task(self._run(), name="webhook-delivery")
 
     async def stop(self) -> None:
-        """Stops the loop once its last holder stops. Undelivered rows stay in the outbox for any
-        worker; one cut off mid-POST is sent again when its lease runs out."""
+        """Stops the loop once its last holder stops, and closes every connection to a receiver.
+        Undelivered rows stay in the outbox for any worker; one cut off mid-POST is sent again when
+        its lease runs out."""
         self._holders = max(0, self._holders - 1)
         if self._holders or self._task is None:
             return
@@ -95,6 +96,9 @@ class WebhookDeliverer:
         task.cancel()
         self._wake.set()
         await asyncio.wait({task})
+        if self._task is None:  # not started again meanwhile
+            # Kept-alive connections would stay open at the receivers for as long as this object lives.
+            await self.poster.aclose()
 
     async def _run(self) -> None:
         """Until stopped: keep up to `concurrency` deliveries in flight; sleep until woken (by a
