@@ -326,6 +326,8 @@ async def test_a_derive_that_fails_on_every_attempt_sends_asset_derived_with_med
             async def cached() -> bool:
                 return bool(_events_of(receiver, "asset.cached"))
             await wait_until(cached, timeout_s=30, what="the asset.cached webhook")
+            # Its row goes a moment after the receiver's answer (deletes are batched).
+            await wait_until(lambda: _outbox_empty(mc), timeout_s=10, what="the asset.cached row to be deleted")
             rec = await mc.get_asset(asset_id)
             assert rec is not None and rec.cache_key
             # Our side fails: the original is no longer in the store when the derive job reads it.
