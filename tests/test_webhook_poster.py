@@ -7,7 +7,7 @@ import asyncio
 import shutil
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +207,46 @@ async def test_no_answer_within_the_time_limit() -> None:
     finally:
         await p.aclose()
         server.close()
+
+
+async def test_aclose_closes_idle_connections_and_that_of_a_post_under_way() -> None:
+    requests, closed = asyncio.Queue[bool](), asyncio.Queue[bool]()
+
+    def receiver(answers: bool) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await reader.readuntil(b"\r\n\r\n{}")
+                requests.put_nowait(answers)
+                if answers:
+                    writer.write(OK)
+                    await writer.drain()
+                await reader.read()  # until the client closes the connection
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                closed.put_nowait(answers)
+                writer.close()
+        return handle
+
+    answering = await asyncio.start_server(receiver(True), "127.0.0.1", 0)
+    silent = await asyncio.start_server(receiver(False), "127.0.0.1", 0)
+    p = poster(timeout_s=30.0)
+    try:
+        assert await p.post(f"http://127.0.0.1:{answering.sockets[0].getsockname()[1]}/", b"{}", {}) == 200
+        under_way = asyncio.create_task(p.post(f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}/", b"{}", {}))
+        async with asyncio.timeout(10):
+            assert [await requests.get(), await requests.get()] == [True, False]
+        assert p.open_connections == 2  # one idle, one waiting for its answer
+        await p.aclose()
+        assert p.open_connections == 0
+        async with asyncio.timeout(5):  # both receivers see their connection closed
+            assert sorted([await closed.get(), await closed.get()]) == [False, True]
+        with pytest.raises(PostError):
+            await under_way
+    finally:
+        await p.aclose()
+        answering.close()
+        silent.close()
 
 
 async def test_nothing_listening_is_a_post_error() -> None:
