@@ -87,6 +87,8 @@ def _assert_httpx_agrees(valid: ValidURL) -> None:
     ("http://example.com/\u00a0", "'\\xa0'"),
     ("http://example.com/\u2028", "'\\u2028'"),
     ("http://example.com/\u3000", "'\\u3000'"),
+    ("http://example.com/a\ud800.jpg", "lone surrogate '\\ud800' at position 20"),
+    ("http://example.com/?q=\udfff", "lone surrogate"),
     ("http://2130706433/", "non-canonical"),
     ("http://0x7f000001/", "non-canonical"),
     ("http://0x7F.1/", "non-canonical"),

@@ -1,4 +1,5 @@
-"""Webhooks from the outbox: signed, retried through a receiver that is down and then failing, never lost.
+"""Webhooks from the outbox: signed, retried through a receiver that is down and then failing, never
+lost; asset.derived after a real derive run, and after one that failed on every attempt.
 
 The issue's receiver is down for 10 s; here it is down for 3 s with a backoff starting at 0.2 s
 (MEDIACACHE_WEBHOOK_BACKOFF_S) and capped at 1 s, which exercises the same path in less time.
@@ -6,6 +7,7 @@ The issue's receiver is down for 10 s; here it is down for 3 s with a backoff st
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -15,9 +17,16 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from mediacache.domain import CacheStatus
-from mediacache.errors import ConfigError
+from mediacache.db.media_repository import MediaMetadata
+from mediacache.domain import CacheStatus, MediaState
+from mediacache.errors import ConfigError, FinalFailureError, StorageError
+from mediacache.events.bus import Announcement
+from mediacache.media.job import DeriveJobHandler
+from mediacache.media.sandbox import MediaSandbox
+from mediacache.media.worker import DeriveWorker
 from mediacache.service import MediaCache
+from mediacache.storage.keys import derivative_key
+from tests.media import makers
 from tests.support.api import running_api
 from tests.support.origin import Origin, sha256_of
 from tests.support.processes import spawn_worker, wait_for_log
@@ -226,3 +235,171 @@ async def test_dead_and_pending_deliveries_show_in_metrics_and_the_dashboard_dat
         metrics = (await api.client.get("/metrics")).text
         assert 'mediacache_webhook_deliveries{state="dead"} 1.0' in metrics
         assert 'mediacache_webhook_deliveries{state="pending"} 0.0' in metrics
+
+
+async def test_asset_cached_names_the_key_the_asset_points_at_when_its_bytes_were_stored_already(
+        make_settings: SettingsFactory, start_worker: WorkerFactory, origin: Origin) -> None:
+    receiver = Receiver().start()
+    try:
+        async with MediaCache(make_settings(webhook_url=receiver.url, **FAST_RETRIES)) as mc:
+            await start_worker(mc, concurrency=1)  # one after the other: the second finds the first's object
+            first = await mc.cache_image(origin.url("/media/5.jpg?size=3000&copy=1"))
+            await mc.wait([first], timeout_s=30)
+            second = await mc.cache_image(origin.url("/media/5.jpg?size=3000&copy=2"))
+
+            async def both() -> bool:
+                return len(_events_of(receiver, "asset.cached")) >= 2
+            await wait_until(both, timeout_s=30, what="two asset.cached webhooks")
+            keys = {e["data"]["id"]: e["data"]["cache_key"] for e in _events_of(receiver, "asset.cached")}
+            records = await mc.get_assets([first, second])
+            assert keys == {str(i): r.cache_key for i, r in records.items()}
+            # The same bytes: the second asset took the first one's object, and its event says so.
+            assert keys[str(first)] == keys[str(second)]
+    finally:
+        receiver.stop()
+
+
+def _events_of(receiver: Receiver, event_type: str) -> list[dict[str, Any]]:
+    return [e for e in (_verified(r) for r in receiver.accepted()) if e["type"] == event_type]
+
+
+async def test_a_derived_image_sends_asset_derived_with_its_size_placeholder_and_thumbnails(
+        make_settings: SettingsFactory, start_worker: WorkerFactory, origin: Origin, tmp_path: Path) -> None:
+    receiver = Receiver().start()
+    try:
+        async with MediaCache(make_settings(webhook_url=receiver.url, derive="on", **FAST_RETRIES)) as mc:
+            heard: list[Announcement] = []
+            stop_listening = mc.backends.bus.listen(heard.append)
+            await asyncio.wait_for(mc.backends.bus.subscribed.wait(), timeout=10)
+            await start_worker(mc)
+            deriver = DeriveWorker(mc)
+            await deriver.start()
+            try:
+                photo = makers.jpeg(tmp_path / "photo.jpg", 1200, 800).read_bytes()
+                asset_id = await mc.cache_image(origin.serve_file("photo.jpg", photo, "image/jpeg"))
+
+                async def derived() -> bool:
+                    return bool(_events_of(receiver, "asset.derived"))
+                await wait_until(derived, timeout_s=90, what="the asset.derived webhook")
+            finally:
+                await deriver.stop(grace_s=5)
+                stop_listening()
+
+            [cached], [event] = _events_of(receiver, "asset.cached"), _events_of(receiver, "asset.derived")
+            assert event["id"] != cached["id"] and event["timestamp"] >= cached["timestamp"]
+            rec = await mc.get_asset(asset_id)
+            assert rec is not None and rec.media_state == "ok" and rec.placeholder
+            data = event["data"]
+            assert data["id"] == str(asset_id) and data["status"] == "CACHED" and data["media_state"] == "ok"
+            assert data["cache_key"] == rec.cache_key and data["content_type"] == "image/jpeg"
+            assert data["original_url"] == rec.original_url and data["media_error"] is None
+            assert (data["width"], data["height"], data["frames"]) == (1200, 800, 1)
+            assert data["placeholder"] == rec.placeholder
+            # The derivative rows as recorded, narrowest first, each naming its stored object.
+            rows = (await mc.backends.media.derivatives_of([asset_id]))[asset_id]
+            assert data["derivatives"] == [
+                {"kind": d.kind, "width": d.width, "height": d.height, "content_type": d.content_type,
+                 "cache_key": d.cache_key, "size_bytes": d.size_bytes} for d in rows]
+            assert [(d["kind"], d["width"]) for d in data["derivatives"]] == [("thumb", 320), ("thumb", 640)]
+            for d in data["derivatives"]:
+                assert d["cache_key"] == derivative_key(asset_id, "thumb", d["width"]) and d["size_bytes"] > 0
+                stored = b"".join([c async for c in mc.backends.store.open_stream(d["cache_key"])])
+                assert len(stored) == d["size_bytes"] and stored[8:12] == b"WEBP"
+            # The event stream and the bus heard it too, with the media state.
+            assert any(m.type == "asset.derived" and m.asset_id == asset_id and m.media_state == "ok"
+                       and m.status is CacheStatus.CACHED for m in heard)
+            await wait_until(lambda: _outbox_empty(mc), timeout_s=10, what="the outbox to empty")
+    finally:
+        receiver.stop()
+
+
+async def test_a_derive_that_fails_on_every_attempt_sends_asset_derived_with_media_state_failed(
+        make_settings: SettingsFactory, start_worker: WorkerFactory, origin: Origin, tmp_path: Path) -> None:
+    receiver = Receiver().start()
+    try:
+        settings = make_settings(webhook_url=receiver.url, derive="off", **FAST_RETRIES)
+        async with MediaCache(settings) as mc:
+            await start_worker(mc)
+            photo = makers.jpeg(tmp_path / "photo.jpg", 400, 300).read_bytes()
+            asset_id = await mc.cache_image(origin.serve_file("gone.jpg", photo, "image/jpeg"))
+
+            async def cached() -> bool:
+                return bool(_events_of(receiver, "asset.cached"))
+            await wait_until(cached, timeout_s=30, what="the asset.cached webhook")
+            # Its row goes a moment after the receiver's answer (deletes are batched).
+            await wait_until(lambda: _outbox_empty(mc), timeout_s=10, what="the asset.cached row to be deleted")
+            rec = await mc.get_asset(asset_id)
+            assert rec is not None and rec.cache_key
+            # Our side fails: the original is no longer in the store when the derive job reads it.
+            await mc.backends.store.delete(rec.cache_key)
+            b = mc.backends
+            handler = DeriveJobHandler(settings, b.assets, b.media, b.store, MediaSandbox())  # the read fails first
+
+            with pytest.raises(StorageError, match="missing"):
+                await handler.process(asset_id, final_attempt=False)
+            # Not final: the job is retried, nothing is recorded and no event is due.
+            assert [r.event_type for r in await b.outbox.all_rows()] == []
+            with pytest.raises(FinalFailureError):
+                await handler.process(asset_id, final_attempt=True)
+
+            async def derived() -> bool:
+                return bool(_events_of(receiver, "asset.derived"))
+            await wait_until(derived, timeout_s=30, what="the asset.derived webhook of the failure")
+            [event] = _events_of(receiver, "asset.derived")
+            data = event["data"]
+            assert data["id"] == str(asset_id) and data["status"] == "CACHED" and data["media_state"] == "failed"
+            assert "missing" in data["media_error"] and data["derivatives"] == []
+            assert data["placeholder"] is None and data["width"] is None
+            # A record for an asset that is not CACHED (here: none at all) changes nothing and sends nothing.
+            nowhere = uuid.uuid4()
+            assert await b.media.record(nowhere, metadata=MediaMetadata(), state=MediaState.OK, error=None,
+                                        derivatives=[]) == (False, set())
+            assert [r for r in await b.outbox.all_rows() if r.asset_id == nowhere] == []
+    finally:
+        receiver.stop()
+
+
+async def test_a_stopped_worker_leaves_no_connection_open_at_the_receiver(
+        make_settings: SettingsFactory, start_worker: WorkerFactory, origin: Origin) -> None:
+    # A receiver that keeps connections alive, as most do: the deliverer reuses them while it runs,
+    # and once it stops none may stay open (a test server's shutdown, or a receiver's connection
+    # limit, would wait on them for as long as the process lives).
+    receiver = Receiver(keep_alive=True).start()
+    try:
+        async with MediaCache(make_settings(webhook_url=receiver.url, **FAST_RETRIES)) as mc:
+            worker = await start_worker(mc, concurrency=10)
+            ids = await mc.cache_images([origin.url(f"/media/{i}.jpg?size=1200&kept=1") for i in range(20)])
+
+            async def all_arrived() -> bool:
+                return len(receiver.accepted()) >= len(ids)
+            await wait_until(all_arrived, timeout_s=60, what="20 webhooks")
+            assert receiver.open_connections >= 1
+            assert mc.backends.webhooks is not None and mc.backends.webhooks.poster.connections_made < len(ids)
+
+            await worker.stop(grace_s=5)
+
+            async def none_open() -> bool:
+                return receiver.open_connections == 0
+            await wait_until(none_open, timeout_s=5, what="the receiver to see no connection from the stopped worker")
+            assert mc.backends.webhooks.poster.open_connections == 0
+    finally:
+        receiver.stop()
+
+
+async def test_stopping_right_after_a_wake_up_ends_the_delivery_loop(make_settings: SettingsFactory) -> None:
+    # On Python 3.11 asyncio.wait_for swallows a cancel that lands while what it waits for has just
+    # finished: the loop, woken and cancelled in the same moment, ran on and stop() never returned.
+    receiver = Receiver(keep_alive=True)  # never contacted: the outbox stays empty
+    settings = make_settings(webhook_url=receiver.url, **{**FAST_RETRIES, "webhook_poll_s": 30.0})
+    async with MediaCache(settings) as mc:
+        deliverer = mc.backends.webhooks
+        assert deliverer is not None
+        for _ in range(5):
+            await deliverer.start()
+
+            async def waiting(before: int = deliverer.claims) -> bool:
+                return deliverer.claims > before  # it claimed (nothing) and waits for a wake-up now
+            await wait_until(waiting, timeout_s=10, what="the delivery loop's first claim")
+            deliverer.wake()
+            async with asyncio.timeout(10):
+                await deliverer.stop()

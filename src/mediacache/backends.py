@@ -13,6 +13,7 @@ from mediacache.db.repository import AssetRepository
 from mediacache.events.bus import EventBus
 from mediacache.events.outbox import OutboxRepository
 from mediacache.events.waiting import AssetWatcher
+from mediacache.events.webhooks import WebhookDeliverer
 from mediacache.fetching.host_client import build_limiter
 from mediacache.fetching.host_limiter import HostLimiter
 from mediacache.settings import Settings
@@ -33,10 +34,11 @@ class Backends:
         self.assets = AssetRepository(self.engine, settings.database_display, settings.webhook_url_list,
                                       content_dedup=settings.dedup)
         self.outbox = OutboxRepository(self.engine, settings.database_display)
-        self.media = MediaRepository(self.engine, settings.database_display)
+        self.media = MediaRepository(self.engine, settings.database_display, settings.webhook_url_list)
         self.store: ObjectStore = open_store(settings)
         self._queue: JobQueue | None = None
         self._bus: EventBus | None = None
+        self._webhooks: WebhookDeliverer | None = None
         self._watcher: AssetWatcher | None = None
         self._identity: DatabaseIdentity | None = None
         self._host_limiter: HostLimiter | None = None
@@ -54,6 +56,14 @@ class Backends:
         if self._bus is None:
             self._bus = EventBus(self.settings)
         return self._bus
+
+    @property
+    def webhooks(self) -> WebhookDeliverer | None:
+        """This process's webhook delivery, shared by the workers in it; None without
+        MEDIACACHE_WEBHOOK_URL (then no outbox row is ever written)."""
+        if self._webhooks is None and self.settings.webhook_url_list:
+            self._webhooks = WebhookDeliverer(self.settings, self.outbox)
+        return self._webhooks
 
     @property
     def watcher(self) -> AssetWatcher:
@@ -81,6 +91,9 @@ class Backends:
         if self._host_limiter is not None:
             await self._host_limiter.aclose()
             self._host_limiter = None
+        if self._webhooks is not None:
+            await self._webhooks.close()
+            self._webhooks = None
         if self._watcher is not None:
             await self._watcher.close()
             self._watcher = None

@@ -11,5 +11,20 @@ export {
   UnauthorizedError,
 } from "./errors.js";
 export * from "./types.js";
-export { WebhookVerificationError, verifyWebhook } from "./webhook.js";
-export type { VerifyWebhookOptions, WebhookEvent, WebhookEventType, WebhookHeaders } from "./webhook.js";
+export {
+  WEBHOOK_ASSET_DATA_KEYS,
+  WEBHOOK_DERIVATIVE_KEYS,
+  WEBHOOK_DERIVED_DATA_KEYS,
+  WebhookVerificationError,
+  verifyWebhook,
+} from "./webhook.js";
+export type {
+  MediaCacheWebhookEvent,
+  VerifyWebhookOptions,
+  WebhookAssetData,
+  WebhookDerivative,
+  WebhookDerivedData,
+  WebhookEvent,
+  WebhookEventType,
+  WebhookHeaders,
+} from "./webhook.js";

@@ -3,15 +3,7 @@
 // test fetches the schema from a real server and fails when a property there is missing here (or
 // the other way round), so the two cannot drift apart unnoticed.
 
-/**
- * Lists every key of `T` exactly once, checked by the compiler: a key of `T` left out of the list
- * is a type error, and so is a key that `T` does not have.
- */
-function keysOf<T>() {
-  return <const K extends readonly (keyof T)[]>(
-    keys: K & (Exclude<keyof T, K[number]> extends never ? unknown : { missing: Exclude<keyof T, K[number]> }),
-  ): K => keys;
-}
+import { keysOf } from "./keys.js";
 
 /** An asset's place in `PENDING -> DOWNLOADING -> CACHED`, or `FAILED` (and back to PENDING on a retry). */
 export type AssetStatus = "PENDING" | "DOWNLOADING" | "CACHED" | "FAILED";

@@ -5,7 +5,8 @@
 
 import { createHmac, timingSafeEqual } from "node:crypto";
 
-import type { AssetRecord } from "./types.js";
+import { keysOf } from "./keys.js";
+import type { AssetStatus, ErrorKind } from "./types.js";
 
 /** A webhook was not signed with the secret, was too old or too new, or is not well formed. */
 export class WebhookVerificationError extends Error {
@@ -18,12 +19,86 @@ export class WebhookVerificationError extends Error {
 /** The event types mediacache sends. */
 export type WebhookEventType = "asset.cached" | "asset.failed" | "asset.derived" | (string & {});
 
-/** The body of a mediacache webhook: `data` carries the asset record. */
-export interface WebhookEvent<D = AssetRecord> {
+/**
+ * `data` of `asset.cached` and `asset.failed`: the asset's fields at its final status. Keys are
+ * storage keys, not URLs (a link would expire before a retried delivery): resolve them with
+ * `getUrl(id)`.
+ */
+export interface WebhookAssetData {
+  id: string;
+  status: AssetStatus;
+  cache_key: string | null;
+  content_type: string | null;
+  size_bytes: number | null;
+  sha256: string | null;
+  error_kind: ErrorKind | null;
+  error: string | null;
+  created_at: string;
+  updated_at: string;
+  cached_at: string | null;
+  original_url: string;
+}
+export const WEBHOOK_ASSET_DATA_KEYS = keysOf<WebhookAssetData>()([
+  "id", "status", "cache_key", "content_type", "size_bytes", "sha256", "error_kind", "error", "created_at",
+  "updated_at", "cached_at", "original_url",
+]);
+
+/** One thumbnail (`thumb`) or video poster (`poster`) in `asset.derived`, WebP. */
+export interface WebhookDerivative {
+  kind: "thumb" | "poster" | (string & {});
+  width: number;
+  height: number;
+  content_type: string;
+  /** Where it is stored; `GET /media/{id}?w=<width>` (or `?poster=1`) serves it. */
+  cache_key: string;
+  size_bytes: number;
+}
+export const WEBHOOK_DERIVATIVE_KEYS = keysOf<WebhookDerivative>()([
+  "kind", "width", "height", "content_type", "cache_key", "size_bytes",
+]);
+
+/**
+ * `data` of `asset.derived`: the derive step is over for a CACHED asset. `media_state` is `ok`
+ * (with derivatives, none for audio), `too_large`, `corrupt` or `unsupported` (no derivatives: show
+ * the original; `media_error` says why), or `failed` (storage or database failed on every attempt).
+ */
+export interface WebhookDerivedData {
+  id: string;
+  status: AssetStatus;
+  cache_key: string | null;
+  content_type: string | null;
+  original_url: string;
+  media_state: "ok" | "too_large" | "corrupt" | "unsupported" | "failed" | (string & {});
+  media_error: string | null;
+  /** As displayed (EXIF orientation and a video's rotation applied). */
+  width: number | null;
+  height: number | null;
+  frames: number | null;
+  duration_s: number | null;
+  video_codec: string | null;
+  audio_codec: string | null;
+  /** A ThumbHash, base64-encoded: a tiny preview to paint while the media loads. */
+  placeholder: string | null;
+  /** Narrowest first. */
+  derivatives: WebhookDerivative[];
+}
+export const WEBHOOK_DERIVED_DATA_KEYS = keysOf<WebhookDerivedData>()([
+  "id", "status", "cache_key", "content_type", "original_url", "media_state", "media_error", "width", "height",
+  "frames", "duration_s", "video_codec", "audio_codec", "placeholder", "derivatives",
+]);
+
+/** The body of a webhook: `id` is the event id (also the `webhook-id` header: dedupe by it). */
+export interface WebhookEvent<D = WebhookAssetData | WebhookDerivedData> {
   type: WebhookEventType;
-  timestamp?: string;
+  id: string;
+  timestamp: string;
   data: D;
 }
+
+/** What mediacache sends, told apart by `type` (narrow with `if (event.type === "asset.derived")`). */
+export type MediaCacheWebhookEvent =
+  | (WebhookEvent<WebhookAssetData> & { type: "asset.cached" | "asset.failed" })
+  | (WebhookEvent<WebhookDerivedData> & { type: "asset.derived" });
 
 /**
  * Request headers in any of the usual shapes: a fetch `Headers` (Next.js, Hono, Deno, Bun), Node's
@@ -51,7 +126,7 @@ const DEFAULT_TOLERANCE_S = 5 * 60;
  *
  * @param secret the signing secret, `whsec_<base64>` (a bare base64 secret is accepted too).
  */
-export function verifyWebhook<T = WebhookEvent>(
+export function verifyWebhook<T = MediaCacheWebhookEvent>(
   payload: string | Uint8Array,
   headers: WebhookHeaders,
   secret: string,

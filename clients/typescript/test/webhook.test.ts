@@ -45,6 +45,7 @@ describe("verifyWebhook with messages signed by Python standardwebhooks", { skip
   const secret = `whsec_${randomBytes(24).toString("base64")}`;
   const event: WebhookEvent<Record<string, unknown>> = {
     type: "asset.cached",
+    id: `evt_${randomBytes(8).toString("hex")}`,
     timestamp: new Date().toISOString(),
     data: { id: "0b8f5f1e-0000-4000-8000-000000000000", status: "CACHED", original_url: "https://cdn.example/café-🎵.jpg" },
   };

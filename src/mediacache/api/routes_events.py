@@ -1,4 +1,4 @@
-"""GET /api/events: final outcomes as Server-Sent Events, fed by the process's one Redis subscriber."""
+"""GET /api/events: outcomes and finished derive steps as Server-Sent Events, from the process's Redis subscriber."""
 
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ _IDS_PATTERN = rf"^\s*(?:{_UUID}\s*(?:,\s*{_UUID}\s*)*)?$"
 async def events(cache: CacheDep, ids: Annotated[str | None, Query(
         pattern=_IDS_PATTERN, description="comma-separated asset ids to follow (all assets when left out)")] = None,
 ) -> StreamingResponse:
-    """`asset.cached` and `asset.failed` as they happen (`event:` the type, `data:` JSON with `type`,
-    `asset_id` and `status`); `?ids=a,b` keeps only those assets. The stream starts with a
-    `: ready` comment once it is subscribed. Best effort: after a gap, read the assets again."""
+    """`asset.cached`, `asset.failed` and `asset.derived` as they happen (`event:` the type, `data:`
+    JSON with `type`, `asset_id` and `status`, and `media_state` for `asset.derived`); `?ids=a,b`
+    keeps only those assets. The stream starts with a `: ready` comment once it is subscribed.
+    Best effort: after a gap, read the assets again."""
     wanted = _parse_ids(ids)
     return StreamingResponse(_stream(cache.backends.bus, wanted), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -13,12 +13,16 @@ from sqlalchemy import Table, Uuid, and_, any_, bindparam, delete, insert, or_, 
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from mediacache.db.models import CacheAsset, CacheAssetDerivative
+from mediacache.db.columns import utcnow
+from mediacache.db.models import CacheAsset, CacheAssetDerivative, WebhookOutbox
 from mediacache.db.transaction import transaction
 from mediacache.domain import CacheStatus, MediaState
+from mediacache.events.outbox import outbox_rows
+from mediacache.events.payload import derived_event
 
 _t = cast(Table, CacheAsset.__table__)
 _d = cast(Table, CacheAssetDerivative.__table__)
+_o = cast(Table, WebhookOutbox.__table__)
 _STATUS_BY_VALUE = {s.value: s for s in CacheStatus}
 # The families the derive worker reads; other types are never queued.
 DERIVABLE_PREFIXES = ("image/", "video/", "audio/")
@@ -77,9 +81,12 @@ def _derivative(row: Any) -> DerivativeRow:
 
 
 class MediaRepository:
-    def __init__(self, engine: AsyncEngine, display_url: str = "the database") -> None:
+    def __init__(self, engine: AsyncEngine, display_url: str = "the database",
+                 webhook_targets: Sequence[str] = ()) -> None:
         self.engine = engine
         self.display_url = display_url
+        # Receivers of asset.derived; with none, no outbox row is written.
+        self.webhook_targets = list(webhook_targets)
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def _tx(self, *, single_statement: bool = False) -> AbstractAsyncContextManager[AsyncConnection]:
@@ -160,25 +167,33 @@ class MediaRepository:
 
     async def record(self, asset_id: uuid.UUID, *, metadata: MediaMetadata, state: MediaState, error: str | None,
                      derivatives: Sequence[DerivativeRow]) -> tuple[bool, set[str]]:
-        """Writes an asset's metadata and replaces its derivative rows, in one transaction.
+        """Writes an asset's metadata and replaces its derivative rows, in one transaction, and with
+        webhook targets its `asset.derived` event into the outbox in that same transaction.
 
         Only while the asset is CACHED (cleanup may have removed it meanwhile). Returns whether it
         was written, and the keys of derivative rows it replaced that no new row holds (objects to delete).
         """
         values = {f: getattr(metadata, f) for f in MediaMetadata.__slots__}
+        media_error = error[:4000] if error else None
         async with self._tx() as conn:
-            updated = (await conn.execute(
+            asset = (await conn.execute(
                 update(_t).where(_t.c.id == asset_id, _t.c.status == CacheStatus.CACHED.value)
-                .values(media_state=state.value, media_error=error[:4000] if error else None, **values))).rowcount
-            if not updated:
+                .values(media_state=state.value, media_error=media_error, **values)
+                .returning(_t.c.id, _t.c.status, _t.c.cache_key, _t.c.content_type, _t.c.original_url))).first()
+            if asset is None:
                 return False, set()
             old = set((await conn.execute(
                 delete(_d).where(_d.c.asset_id == asset_id).returning(_d.c.cache_key))).scalars().all())
-            if derivatives:
-                await conn.execute(insert(_d), [
-                    {"asset_id": asset_id, "kind": d.kind, "width": d.width, "height": d.height,
+            rows = [{"asset_id": asset_id, "kind": d.kind, "width": d.width, "height": d.height,
                      "content_type": d.content_type, "cache_key": d.cache_key, "size_bytes": d.size_bytes}
-                    for d in derivatives])
+                    for d in derivatives]
+            if rows:
+                await conn.execute(insert(_d), rows)
+            if self.webhook_targets:
+                ordered = sorted(rows, key=lambda r: (r["kind"], r["width"]))  # narrowest first, as the API lists them
+                event = derived_event(dict(asset._mapping), {**values, "media_state": state.value,
+                                                             "media_error": media_error}, ordered, now=utcnow())
+                await conn.execute(insert(_o), outbox_rows(event, self.webhook_targets))
         return True, old - {d.cache_key for d in derivatives}
 
     async def delete_rows_of(self, ids: Sequence[uuid.UUID]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -42,13 +43,16 @@ from mediacache.db.models import LIVE_PREDICATE, CacheAsset, CacheAssetCount, We
 from mediacache.db.transaction import transaction
 from mediacache.domain import TRANSITIONS, CacheStatus
 from mediacache.errors import DatabaseError
-from mediacache.events.payload import Event, asset_event
+from mediacache.events.outbox import outbox_rows
+from mediacache.events.payload import ASSET_CACHED, Event, asset_event, split_at, with_body
 from mediacache.fetching.expiry import expires_later, link_expiry
 from mediacache.records import AssetRecord
 
 _t = cast(Table, CacheAsset.__table__)
 _c = cast(Table, CacheAssetCount.__table__)
 _o = cast(Table, WebhookOutbox.__table__)
+# Stands in for the cache_key in an asset.cached body until the statement knows the key.
+_KEY_IN_BODY = f"mediacache-key-{uuid.uuid4().hex}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +183,26 @@ def _with_outbox_pg(change: Any) -> Any:
 _RECORD_FAILURE_PG = _with_outbox_pg(_RECORD_FAILURE)
 
 
+def _mark_cached_with_outbox_pg(mark_cached: Any) -> Any:
+    """mark_cached and its asset.cached outbox rows as one PostgreSQL statement, returning the key.
+
+    The key the asset ends up with is known only inside the statement (an object with the same
+    bytes may be taken instead of the new copy), so the body comes in two parts, the JSON before
+    and after the key's value, and the statement puts the key between them: one round trip instead
+    of BEGIN, UPDATE, INSERT and COMMIT.
+    """
+    changed = mark_cached.cte("changed")
+    targets = func.unnest(bindparam("b_targets", type_=ARRAY(Text()))).table_valued("url").render_derived()
+    body = func.concat(bindparam("b_head", type_=Text()), func.to_json(changed.c.cache_key).cast(Text()),
+                       bindparam("b_tail", type_=Text()))
+    rows = (select(bindparam("b_event_id", type_=Uuid()), literal(ASSET_CACHED), bindparam("b_id", type_=Uuid()),
+                   targets.c.url, body, literal(0), _NOW, _NOW)
+            .select_from(changed).join(targets, true()))
+    queued = insert(_o).from_select(_OUTBOX_COLUMNS, rows).returning(_o.c.id).cte("queued")
+    # A data-modifying CTE runs whether or not the query reads it; add_cte renders it unreferenced.
+    return select(changed.c.cache_key).add_cte(queued)
+
+
 def _record(row: Any) -> AssetRecord:
     data = dict(row._mapping)
     data["status"] = CacheStatus(data["status"])
@@ -204,6 +228,8 @@ class AssetRepository:
         dialect = engine.dialect.name
         self.content_dedup = content_dedup
         self._mark_cached = _mark_cached_statement(dialect, share=content_dedup)
+        self._mark_cached_pg = (_mark_cached_with_outbox_pg(self._mark_cached) if dialect == "postgresql"
+                                else None)
         ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_t)
         # The conflict target names the partial unique index by its column and predicate, so two
         # requests for one source key (in any process) end with one row and no error: the loser
@@ -330,7 +356,7 @@ class AssetRepository:
         points at: `cache_key`, or the key of an already stored object with the same sha256 and size
         (the new copy is then surplus); None when the lease was lost. With webhook targets, the
         `asset.cached` event (with the key the asset ended up with) goes into the outbox in the
-        same transaction."""
+        same transaction (on PostgreSQL, in the same statement)."""
         now = utcnow()
         params = {"b_id": claim.asset_id, "b_token": claim.token, "b_now": now, "b_key": cache_key,
                   "b_type": content_type, "b_size": size_bytes, "b_sha256": sha256}
@@ -338,16 +364,25 @@ class AssetRepository:
             async with self._tx(single_statement=True) as conn:
                 row = (await conn.execute(self._mark_cached, params)).first()
             return None if row is None else str(row.cache_key)
+        after = AssetRecord(id=claim.asset_id, original_url=claim.original_url, status=CacheStatus.CACHED,
+                            cache_key=_KEY_IN_BODY, content_type=content_type, size_bytes=size_bytes,
+                            sha256=sha256, attempts=claim.attempts, error=None, error_kind=None,
+                            created_at=claim.created_at, updated_at=now, cached_at=now)
+        event = asset_event(after, now=now)
+        head, tail = split_at(event, _KEY_IN_BODY)
+        if self._mark_cached_pg is not None:
+            pg_params = {**params, "b_targets": self.webhook_targets, "b_event_id": event.id, "b_head": head,
+                         "b_tail": tail}
+            async with self._tx(single_statement=True) as conn:
+                row = (await conn.execute(self._mark_cached_pg, pg_params)).first()
+            return None if row is None else str(row.cache_key)
+        # SQLite has no data-modifying CTEs: one transaction with both statements.
         async with self._tx() as conn:
             row = (await conn.execute(self._mark_cached, params)).first()
             if row is None:
                 return None
             stored_key = str(row.cache_key)
-            after = AssetRecord(id=claim.asset_id, original_url=claim.original_url, status=CacheStatus.CACHED,
-                                cache_key=stored_key, content_type=content_type, size_bytes=size_bytes,
-                                sha256=sha256, attempts=claim.attempts, error=None, error_kind=None,
-                                created_at=claim.created_at, updated_at=now, cached_at=now)
-            await conn.execute(insert(_o), self._outbox_rows(asset_event(after, now=now)))
+            await conn.execute(insert(_o), self._outbox_rows(with_body(event, head + json.dumps(stored_key) + tail)))
         return stored_key
 
     async def record_failure(self, claim: Claim, *, error: str, error_kind: str, final: bool) -> bool:
@@ -383,10 +418,7 @@ class AssetRepository:
             return True
 
     def _outbox_rows(self, event: Event) -> list[dict[str, Any]]:
-        """The outbox rows of `event`: one per webhook target."""
-        return [{"event_id": event.id, "event_type": event.type, "asset_id": event.asset_id, "target_url": url,
-                 "payload": event.body, "attempts": 0, "created_at": event.timestamp,
-                 "next_attempt_at": event.timestamp} for url in self.webhook_targets]
+        return outbox_rows(event, self.webhook_targets)
 
     async def replace_source(self, asset_id: uuid.UUID, url: str) -> bool:
         """Any status but CACHED (and DOWNLOADING under a live lease) -> PENDING with `url` as its

@@ -31,14 +31,19 @@ RECONNECT_S = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Announcement:
-    """What the pub/sub message says: an asset reached a final status."""
+    """What the pub/sub message says: an asset reached a final status, or (asset.derived, with its
+    media_state) its derive step is over."""
 
     type: str
     asset_id: uuid.UUID
     status: CacheStatus
+    media_state: str | None = None
 
     def as_json(self) -> str:
-        return json.dumps({"type": self.type, "asset_id": str(self.asset_id), "status": self.status.value})
+        data = {"type": self.type, "asset_id": str(self.asset_id), "status": self.status.value}
+        if self.media_state is not None:
+            data["media_state"] = self.media_state
+        return json.dumps(data)
 
 
 Listener = Callable[[Announcement], None]
@@ -63,9 +68,10 @@ class EventBus:
 
     # ---- publishing ----------------------------------------------------------------------
 
-    def announce(self, asset_id: uuid.UUID, status: CacheStatus) -> None:
+    def announce(self, asset_id: uuid.UUID, status: CacheStatus, *, event_type: str | None = None,
+                 media_state: str | None = None) -> None:
         """Publishes in the background: a job's outcome must not wait on (or fail with) pub/sub."""
-        message = Announcement(event_type_for(status), asset_id, status)
+        message = Announcement(event_type or event_type_for(status), asset_id, status, media_state)
         task = asyncio.create_task(self._publish(message), name="announce")
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -113,7 +119,9 @@ class EventBus:
     def _dispatch(self, raw: Any) -> None:
         try:
             data = json.loads(raw)
-            message = Announcement(str(data["type"]), uuid.UUID(str(data["asset_id"])), CacheStatus(data["status"]))
+            media_state = data.get("media_state")
+            message = Announcement(str(data["type"]), uuid.UUID(str(data["asset_id"])), CacheStatus(data["status"]),
+                                   None if media_state is None else str(media_state))
         except (ValueError, KeyError, TypeError):
             log.debug("ignored a malformed announcement: %r", raw)
             return

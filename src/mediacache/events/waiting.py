@@ -17,6 +17,7 @@ from mediacache.db.repository import AssetRepository
 from mediacache.domain import CacheStatus
 from mediacache.errors import DatabaseError
 from mediacache.events.bus import Announcement, EventBus
+from mediacache.events.payload import ASSET_DERIVED
 from mediacache.records import AssetRecord, WaitResult
 
 FINAL = (CacheStatus.CACHED, CacheStatus.FAILED)
@@ -71,7 +72,8 @@ class AssetWatcher:
         return _result(ids, waiter)
 
     def _on_announcement(self, message: Announcement) -> None:
-        if message.asset_id in self._watched:
+        # asset.derived changes no status: nothing a waiter waits for.
+        if message.type != ASSET_DERIVED and message.asset_id in self._watched:
             self._dirty.set()
 
     async def _read_loop(self) -> None:

@@ -55,7 +55,7 @@ def validate_url(url: str, *, max_length: int = MAX_URL_LENGTH) -> ValidURL:
     """The URL's parts when it may be downloaded; raises InvalidURLError naming the reason otherwise.
 
     Checks syntax only, cheaply enough for every enqueue: http(s), a host, no credentials, no control
-    characters, whitespace or backslashes, no numeric host in a non-canonical spelling. Whether the
+    characters, whitespace, backslashes or lone surrogates, no numeric host in a non-canonical spelling. Whether the
     host's addresses may be contacted is decided at connect time by the guarded transport.
     """
     if not isinstance(url, str):
@@ -69,6 +69,14 @@ def validate_url(url: str, *, max_length: int = MAX_URL_LENGTH) -> ValidURL:
         raise InvalidURLError(
             url, f"the URL contains {bad.group()!r} at position {bad.start()}; "
                  "percent-encode spaces and control characters, and use / instead of \\")
+    if not url.isascii():
+        try:
+            url.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # A lone surrogate (from JSON's "\\ud800", say) is no character: no database stores it.
+            raise InvalidURLError(
+                url, f"the URL contains the lone surrogate {url[exc.start]!r} at position {exc.start}, "
+                     "which is not text; percent-encode the bytes meant") from exc
     scheme, separator, rest = url.partition("://")
     scheme = scheme.lower()
     if not separator or scheme not in _ALLOWED_SCHEMES:

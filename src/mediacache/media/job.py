@@ -7,7 +7,7 @@ import contextlib
 import logging
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,14 +44,19 @@ class DeriveOutcome:
                 "derivatives": self.derivatives}
 
 
+# Called once an outcome is recorded (committed, its asset.derived event in the outbox with it).
+Recorded = Callable[[uuid.UUID, MediaState], None]
+
+
 class DeriveJobHandler:
     def __init__(self, settings: Settings, assets: AssetRepository, media: MediaRepository, store: ObjectStore,
-                 sandbox: MediaSandbox) -> None:
+                 sandbox: MediaSandbox, *, on_recorded: Recorded | None = None) -> None:
         self.settings = settings
         self.assets = assets
         self.media = media
         self.store = store
         self.sandbox = sandbox
+        self.on_recorded = on_recorded
 
     async def process(self, asset_id: uuid.UUID, *, final_attempt: bool) -> DeriveOutcome:
         rec = await self.assets.get(asset_id)
@@ -72,10 +77,13 @@ class DeriveJobHandler:
         except MediaCacheError as exc:
             if not final_attempt:
                 raise
-            # Our side (storage, database) failed on every attempt: say so on the asset, which stays CACHED.
+            # Our side (storage, database) failed on every attempt: say so on the asset, which stays
+            # CACHED, and with it (asset.derived, media_state failed) to whoever waits for derivatives.
             with contextlib.suppress(MediaCacheError):
-                await self.media.record(asset_id, metadata=MediaMetadata(), state=MediaState.FAILED,
-                                        error=f"derivatives could not be made: {exc}", derivatives=[])
+                written, _ = await self.media.record(asset_id, metadata=MediaMetadata(), state=MediaState.FAILED,
+                                                     error=f"derivatives could not be made: {exc}", derivatives=[])
+                if written:
+                    self._recorded(asset_id, MediaState.FAILED)
             raise FinalFailureError(str(exc)) from exc
         state = _STATE_OF_KIND[report.kind]
         if state is not MediaState.OK:
@@ -109,12 +117,24 @@ class DeriveJobHandler:
         metadata = MediaMetadata(width=report.width, height=report.height, frames=report.frames,
                                  duration_s=report.duration_s, video_codec=report.video_codec,
                                  audio_codec=report.audio_codec, placeholder=report.placeholder)
-        written, stale = await self.media.record(asset_id, metadata=metadata, state=_STATE_OF_KIND[report.kind],
-                                                 error=report.reason, derivatives=rows)
+        state = _STATE_OF_KIND[report.kind]
+        written, stale = await self.media.record(asset_id, metadata=metadata, state=state, error=report.reason,
+                                                 derivatives=rows)
+        if written:
+            self._recorded(asset_id, state)
         # Removed (cleanup) while we worked: what we stored has no row, so it goes too.
         for key in stale | (set() if written else {r.cache_key for r in rows}):
             with contextlib.suppress(StorageError):
                 await self.store.delete(key)
+
+    def _recorded(self, asset_id: uuid.UUID, state: MediaState) -> None:
+        if self.on_recorded is None:
+            return
+        try:
+            self.on_recorded(asset_id, state)
+        except Exception:
+            # A hint to wake delivery and listeners: the outcome is committed whatever happens here.
+            log.exception("after recording the derive outcome of asset %s", asset_id)
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:

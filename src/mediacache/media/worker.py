@@ -14,7 +14,9 @@ from bullmq.custom_errors import UnrecoverableError
 
 from mediacache.broker.connection import worker_connection
 from mediacache.broker.derive_jobs import DERIVE_QUEUE_NAME
+from mediacache.domain import CacheStatus, MediaState
 from mediacache.errors import FinalFailureError, MediaCacheError
+from mediacache.events.payload import ASSET_DERIVED
 from mediacache.media.job import DeriveJobHandler
 from mediacache.media.sandbox import MediaSandbox
 from mediacache.service import MediaCache
@@ -35,7 +37,10 @@ class DeriveWorker:
         self.concurrency = concurrency or self.settings.derive_concurrency
         self.sandbox = MediaSandbox(workers=self.concurrency)
         b = cache.backends
-        self.handler = DeriveJobHandler(self.settings, b.assets, b.media, b.store, self.sandbox)
+        # The process's one webhook delivery, shared with a cache worker beside this one (if any).
+        self.webhooks = b.webhooks
+        self.handler = DeriveJobHandler(self.settings, b.assets, b.media, b.store, self.sandbox,
+                                        on_recorded=self._announce)
         self._worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -43,6 +48,8 @@ class DeriveWorker:
         await self.cache.check_migrated()
         await self.cache.ping_queue()
         await self.sandbox.start()
+        if self.webhooks is not None:
+            await self.webhooks.start()
         lock_ms = max(self.settings.lock_duration_ms, 60_000)  # a decode may take the sandbox's 30 s
         self._worker = Worker(DERIVE_QUEUE_NAME, self._process, {
             "connection": worker_connection(self.settings),
@@ -62,6 +69,14 @@ class DeriveWorker:
         self._task = asyncio.create_task(self._worker.run(), name="bullmq-derive-worker")
         log.info("derive worker ready pid=%d queue=%s concurrency=%d widths=%s", os.getpid(), DERIVE_QUEUE_NAME,
                  self.concurrency, ",".join(map(str, self.settings.thumb_width_list)))
+
+    def _announce(self, asset_id: uuid.UUID, state: MediaState) -> None:
+        """After a recorded outcome: deliver its asset.derived webhook now, and tell event-stream
+        listeners everywhere, best effort, over Redis."""
+        if self.webhooks is not None:
+            self.webhooks.wake()
+        self.cache.backends.bus.announce(asset_id, CacheStatus.CACHED, event_type=ASSET_DERIVED,
+                                         media_state=state.value)
 
     async def _process(self, job: Any, token: str) -> dict[str, Any]:
         try:
@@ -88,6 +103,8 @@ class DeriveWorker:
             await asyncio.wait({closing}, timeout=10)
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=5)
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await self.sandbox.close()
 
     async def __aenter__(self) -> DeriveWorker:

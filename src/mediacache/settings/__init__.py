@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = _var("MEDIACACHE_WEBHOOK_BACKOFF_S", 1.0, gt=0)
     webhook_backoff_max_s: float = _var("MEDIACACHE_WEBHOOK_BACKOFF_MAX_S", 600.0, gt=0)
     webhook_poll_s: float = _var("MEDIACACHE_WEBHOOK_POLL_S", 2.0, gt=0)
+    # POSTs in flight per worker process (see `events.webhooks` on why not many more).
+    webhook_concurrency: int = _var("MEDIACACHE_WEBHOOK_CONCURRENCY", 16, ge=1, le=256)
 
     # Media: metadata, placeholders and WebP derivatives on the media-derive queue.
     derive: Literal["on", "off"] | None = _var("MEDIACACHE_DERIVE", None)

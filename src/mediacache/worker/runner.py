@@ -19,7 +19,6 @@ from mediacache.broker.jobs import QUEUE_NAME
 from mediacache.db.media_repository import derivable
 from mediacache.domain import CacheStatus
 from mediacache.errors import FetchError, FinalFailureError, LeaseHeldError, MediaCacheError
-from mediacache.events.webhooks import WebhookDeliverer
 from mediacache.fetching.fetch import Fetcher
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
@@ -51,9 +50,7 @@ class CacheWorker:
         self._handing_back = False
         self._reconciler: asyncio.Task[None] | None = None
         # Off unless a webhook URL is set: then the outbox has no rows to deliver.
-        self.webhooks = (WebhookDeliverer(self.settings, backends.outbox) if self.settings.webhook_url_list
-                         else None)
-        self._webhook_task: asyncio.Task[None] | None = None
+        self.webhooks = backends.webhooks
 
     async def _queue_derive(self, asset_id: uuid.UUID, content_type: str | None) -> None:
         if derivable(content_type):
@@ -90,7 +87,7 @@ class CacheWorker:
         await self._worker.blockingRedisConnection.getRedisVersion()
         self._task = asyncio.create_task(self._worker.run(), name="bullmq-worker")
         if self.webhooks is not None:
-            self._webhook_task = asyncio.create_task(self.webhooks.run(), name="webhook-delivery")
+            await self.webhooks.start()
         if self.settings.reconcile_interval_s > 0:
             self._reconciler = asyncio.create_task(self._reconcile_periodically(), name="reconcile")
         # Everything imported and connected so far lives as long as the process: frozen, it is
@@ -173,13 +170,9 @@ class CacheWorker:
         await closing
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=5)
-        if self._webhook_task is not None:
-            # Undelivered rows stay in the outbox for the next worker; nothing is lost by stopping.
-            self._webhook_task.cancel()
-            await asyncio.wait({self._webhook_task})
-            self._webhook_task = None
         if self.webhooks is not None:
-            await self.webhooks.close()
+            # Undelivered rows stay in the outbox for the next worker; nothing is lost by stopping.
+            await self.webhooks.stop()
         await self.politeness.close()
         await self.fetcher.close()
 
