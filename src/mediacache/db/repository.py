@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from mediacache.db.columns import UTCDateTime, utcnow
+from mediacache.db.driver import DriverStatement, fetch_row
 from mediacache.db.models import LIVE_PREDICATE, CacheAsset, CacheAssetCount, WebhookOutbox
 from mediacache.db.transaction import transaction
 from mediacache.domain import TRANSITIONS, CacheStatus
@@ -239,6 +240,21 @@ class AssetRepository:
         # A single statement is atomic on its own: without BEGIN and COMMIT it costs one round
         # trip instead of three, which is most of the database time of a small download.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # On PostgreSQL the statements of every download go through asyncpg itself (db/driver.py).
+        self._driver: dict[Any, DriverStatement] = (
+            {stmt: DriverStatement.of(stmt, engine.dialect) for stmt in (
+                _CLAIM, self._mark_cached, self._mark_cached_pg, _CONVERGE_PG)}
+            if dialect == "postgresql" else {})
+
+    async def _one(self, statement: Any, params: dict[str, Any]) -> Mapping[str, Any] | None:
+        """The first row of one statement run on its own, by column name; through asyncpg directly
+        for the statements compiled for it."""
+        compiled = self._driver.get(statement)
+        if compiled is not None:
+            return await fetch_row(self._autocommit, self.display_url, compiled, params)
+        async with self._tx(single_statement=True) as conn:
+            row = (await conn.execute(statement, params)).first()
+        return None if row is None else cast(Mapping[str, Any], row._mapping)
 
     def _tx(self, *, single_statement: bool = False) -> AbstractAsyncContextManager[AsyncConnection]:
         """A transaction (or, for one statement, autocommit); driver errors become DatabaseError."""
@@ -338,9 +354,9 @@ class AssetRepository:
         """
         now = utcnow()
         params = {"b_id": asset_id, "b_now": now, "b_token": token, "b_until": now + timedelta(seconds=lease_s)}
-        async with self._tx(single_statement=True) as conn:
-            row = (await conn.execute(_CLAIM, params)).first()
-        return None if row is None else Claim(asset_id, token, row.original_url, row.attempts, row.created_at)
+        row = await self._one(_CLAIM, params)
+        return None if row is None else Claim(asset_id, token, row["original_url"], row["attempts"],
+                                              row["created_at"])
 
     async def renew_lease(self, asset_id: uuid.UUID, token: str, lease_s: float) -> bool:
         now = utcnow()
@@ -361,9 +377,8 @@ class AssetRepository:
         params = {"b_id": claim.asset_id, "b_token": claim.token, "b_now": now, "b_key": cache_key,
                   "b_type": content_type, "b_size": size_bytes, "b_sha256": sha256}
         if not self.webhook_targets:
-            async with self._tx(single_statement=True) as conn:
-                row = (await conn.execute(self._mark_cached, params)).first()
-            return None if row is None else str(row.cache_key)
+            row = await self._one(self._mark_cached, params)
+            return None if row is None else str(row["cache_key"])
         after = AssetRecord(id=claim.asset_id, original_url=claim.original_url, status=CacheStatus.CACHED,
                             cache_key=_KEY_IN_BODY, content_type=content_type, size_bytes=size_bytes,
                             sha256=sha256, attempts=claim.attempts, error=None, error_kind=None,
@@ -373,15 +388,14 @@ class AssetRepository:
         if self._mark_cached_pg is not None:
             pg_params = {**params, "b_targets": self.webhook_targets, "b_event_id": event.id, "b_head": head,
                          "b_tail": tail}
-            async with self._tx(single_statement=True) as conn:
-                row = (await conn.execute(self._mark_cached_pg, pg_params)).first()
-            return None if row is None else str(row.cache_key)
+            row = await self._one(self._mark_cached_pg, pg_params)
+            return None if row is None else str(row["cache_key"])
         # SQLite has no data-modifying CTEs: one transaction with both statements.
         async with self._tx() as conn:
-            row = (await conn.execute(self._mark_cached, params)).first()
-            if row is None:
+            found = (await conn.execute(self._mark_cached, params)).first()
+            if found is None:
                 return None
-            stored_key = str(row.cache_key)
+            stored_key = str(found.cache_key)
             await conn.execute(insert(_o), self._outbox_rows(with_body(event, head + json.dumps(stored_key) + tail)))
         return stored_key
 
@@ -655,10 +669,9 @@ class AssetRepository:
         one of them either waits or is not seen. SQLite runs writers one at a time.
         """
         if self.engine.dialect.name == "postgresql":
-            async with self._tx(single_statement=True) as conn:
-                row = (await conn.execute(_CONVERGE_PG, {"b_sha256": sha256, "b_size": size_bytes,
-                                                         "b_cached": CacheStatus.CACHED.value})).one()
-            return row.winner, set(row.surplus)
+            row = await self._one(_CONVERGE_PG, {"b_sha256": sha256, "b_size": size_bytes,
+                                                 "b_cached": CacheStatus.CACHED.value})
+            return (None, set()) if row is None else (row["winner"], set(row["surplus"]))
         stmt = (select(_t.c.id, _t.c.cache_key)
                 .where(_t.c.sha256 == sha256, _t.c.size_bytes == size_bytes,
                        _t.c.status == CacheStatus.CACHED.value, _t.c.cache_key.is_not(None)))

@@ -1,0 +1,63 @@
+"""The statements every download runs, sent through asyncpg itself on a connection of the engine's pool.
+
+A statement through SQLAlchemy costs about 250 µs of CPU here, the same one through asyncpg on a
+connection checked out of the same pool about 150 µs (bench/bench_driver.py), and a download runs
+three of them. The statements are still SQLAlchemy Core, compiled once for PostgreSQL: the SQL
+has one source, the pool, its limits and PgBouncer's connect arguments stay the engine's, and
+only the execution skips SQLAlchemy's per-call work (cache key, parameter and result
+processing, the greenlet hop). Parameters must be what asyncpg takes as they are (UUIDs, text,
+numbers, aware datetimes, lists), since no bind processor runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mediacache.db.transaction import short_error, transaction
+from mediacache.errors import DatabaseError
+
+
+@dataclass(frozen=True, slots=True)
+class DriverStatement:
+    """A Core statement compiled for asyncpg: its SQL, the order of its parameters, and the values
+    the statement itself carries (literals SQLAlchemy sends as parameters)."""
+
+    sql: str
+    names: tuple[str, ...]
+    fixed: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, statement: Any, dialect: Dialect) -> DriverStatement:
+        compiled = statement.compile(dialect=dialect)
+        return cls(compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
+
+    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
+        return [params[name] if name in params else self.fixed[name] for name in self.names]
+
+
+async def fetch_row(engine: AsyncEngine, display_url: str, statement: DriverStatement,
+                    params: Mapping[str, Any]) -> asyncpg.Record | None:
+    """Runs `statement` on its own (the engine should be in autocommit) and returns its first row.
+
+    Errors become DatabaseError as in `transaction`; a connection that failed under the statement
+    is invalidated, so the pool does not hand it out again.
+    """
+    async with transaction(engine, display_url) as conn:
+        raw = await conn.get_raw_connection()
+        driver: asyncpg.Connection = raw.driver_connection
+        try:
+            return await driver.fetchrow(statement.sql, *statement.arguments(params))
+        except asyncpg.PostgresError as exc:
+            if driver.is_closed():  # the server ended the session (a restart, an admin's kill)
+                await conn.invalidate(exc)
+                raise DatabaseError(f"the database {display_url} did not answer: {short_error(exc)}") from exc
+            raise DatabaseError(f"query on {display_url} failed: {short_error(exc)}") from exc
+        except (asyncpg.InterfaceError, OSError, ConnectionError) as exc:
+            await conn.invalidate(exc)
+            raise DatabaseError(f"the database {display_url} did not answer: {short_error(exc)}") from exc
