@@ -58,6 +58,8 @@ async def fetch_row(engine: AsyncEngine, display_url: str, statement: DriverStat
                 await conn.invalidate(exc)
                 raise DatabaseError(f"the database {display_url} did not answer: {short_error(exc)}") from exc
             raise DatabaseError(f"query on {display_url} failed: {short_error(exc)}") from exc
-        except (asyncpg.InterfaceError, OSError, ConnectionError) as exc:
+        except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, ConnectionError) as exc:
+            # InternalClientError: the server's goodbye to an idle connection (a restart, an admin's
+            # kill) arrived while it sat in the pool, and the protocol is in no state to send.
             await conn.invalidate(exc)
             raise DatabaseError(f"the database {display_url} did not answer: {short_error(exc)}") from exc

@@ -170,8 +170,11 @@ class CacheJobHandler:
             # surplus, and only this attempt ever knew its key.
             with contextlib.suppress(StorageError):
                 await self.store.delete(key)
-        elif self.repo.content_dedup:
-            stored = await self._converge(claim.asset_id, key, size_bytes, digest.hexdigest())
+        if self.repo.content_dedup:
+            # Also after taking a stored object: a download merging copies at this moment may have
+            # moved that object's other holders to another copy without seeing this asset's row,
+            # which was not yet committed. Whichever of the two merges last sees both.
+            stored = await self._converge(claim.asset_id, stored, size_bytes, digest.hexdigest())
         if claim.attempts > 1:
             await self._drop_earlier_copies(claim, stored)
         if self.after_cached is not None:
