@@ -1,4 +1,4 @@
-"""The download stream itself: compressed bodies are inflated a bounded piece at a time."""
+"""The download stream itself: compressed bodies are inflated a bounded piece at a time, one request per attempt."""
 
 from __future__ import annotations
 
@@ -78,3 +78,26 @@ async def test_a_gzip_encoded_body_is_stored_decoded(hostile: HostileOrigin, tmp
         await fetcher.close()
     assert content_type == "image/jpeg"
     assert data == jpeg_body("media", 15, 64) + bytes(size - 64)
+
+
+async def test_a_dropped_connection_is_one_request_and_a_transient_failure(tmp_path: Path) -> None:
+    requests: list[bytes] = []
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    server = await asyncio.start_server(drop, "127.0.0.2", 0)
+    fetcher = _fetcher(tmp_path)
+    try:
+        for _ in range(2):
+            with pytest.raises(FetchError) as info:
+                async with fetcher.open(f"http://127.0.0.2:{server.sockets[0].getsockname()[1]}/x.jpg"):
+                    pass
+            assert info.value.kind is ErrorKind.TRANSIENT and info.value.host_verdict == "failure"
+    finally:
+        await fetcher.close()
+        server.close()
+        await server.wait_closed()
+    # aiohttp on its own sends an idempotent request again when the connection drops.
+    assert len(requests) == 2

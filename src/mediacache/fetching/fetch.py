@@ -1,4 +1,4 @@
-"""Streaming download with limits; turns httpx errors and HTTP statuses into FetchError kinds."""
+"""Streaming download with limits; turns aiohttp errors and HTTP statuses into FetchError kinds."""
 
 from __future__ import annotations
 
@@ -10,17 +10,24 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC
 
+import aiohttp
 import httpx
+import yarl
+from multidict import CIMultiDictProxy
 
 from mediacache.domain import ErrorKind, bytes_and_human
 from mediacache.errors import FetchError, InvalidURLError, shown_url
 from mediacache.fetching.expiry import is_expired
-from mediacache.fetching.netguard import AddressPolicy, guarded_transport
+from mediacache.fetching.guarded_connector import guarded_connector
+from mediacache.fetching.netguard import AddressPolicy
 from mediacache.fetching.sniff import SNIFF_HEAD_BYTES, is_allowed, sniff_content_type
 from mediacache.fetching.urls import check_redirect, validate_url
 from mediacache.settings import Settings
 
 MAX_REDIRECTS = 5
+_REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
+# Reads of at most this much: a bounded piece of the body in memory at a time.
+_READ_BYTES = 64 * 1024
 USER_AGENT = "mediacache/0.1 (+https://github.com/mediacache)"
 
 
@@ -29,7 +36,7 @@ class Download:
     """An open response whose body has not been read yet."""
 
     url: str
-    response: httpx.Response
+    response: aiohttp.ClientResponse
     max_bytes: int
 
     @property
@@ -78,14 +85,14 @@ class Download:
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         """The decoded body, chunk by chunk, with the size limit and Content-Length enforced.
 
-        A compressed body is inflated here, a bounded piece at a time, rather than by httpx, which
-        inflates whole network reads: a small gzip bomb would otherwise blow far past the size
-        limit in memory before the limit is even checked.
+        A compressed body is inflated here, a bounded piece at a time (aiohttp's own decompression
+        is off): a small gzip bomb must not blow far past the size limit in memory before the limit
+        is even checked.
         """
         inflate = _inflater(self.response.headers.get("content-encoding"), self.url)
         raw_bytes = received = 0
         try:
-            async for raw in self.response.aiter_raw():
+            async for raw in self.response.content.iter_chunked(_READ_BYTES):
                 raw_bytes += len(raw)
                 for piece in inflate(raw, self.max_bytes - received + 1):
                     received += len(piece)
@@ -94,7 +101,7 @@ class Download:
                                          f"{self.url} sent more than the limit of {bytes_and_human(self.max_bytes)} "
                                          "(MEDIACACHE_MAX_BYTES)")
                     yield piece
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise _transport_error(exc, self.url) from exc
         expected = self.content_length
         # A body shorter than its Content-Length was cut off: never a cached file.
@@ -137,25 +144,44 @@ def _inflater(encoding: str | None, url: str) -> Callable[[bytes, int], Iterator
 class Fetcher:
     """One pooled HTTP client for all downloads of a process."""
 
-    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None,
+    def __init__(self, settings: Settings, *, connector: aiohttp.BaseConnector | None = None,
                  max_connections: int = 100) -> None:
         self.settings = settings
-        timeout = httpx.Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s,
-                                write=settings.read_timeout_s, pool=settings.connect_timeout_s)
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        if transport is None:
-            # Every address a host resolves to is checked when connecting, and the connection goes
-            # to the checked address: URLs come from scraped data and we fetch from inside the network.
-            transport = guarded_transport(AddressPolicy(settings.allowed_network_list),
-                                          connect_timeout_s=settings.connect_timeout_s, limits=limits)
-        self._client = httpx.AsyncClient(
-            transport=transport, timeout=timeout, follow_redirects=False,
-            # Environment proxies would route around the address checks of the transport.
-            trust_env=False,
-            headers={"User-Agent": USER_AGENT, "Accept": "image/*,video/*,audio/*,*/*;q=0.5",
-                     "Accept-Encoding": "identity"},
-            event_hooks={"response": [_check_location]},
-        )
+        self._connector = connector
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use: aiohttp binds a session to the running event loop, and a Fetcher may
+        # be built before the loop that uses it runs.
+        if self._session is None:
+            settings = self.settings
+            # Every address a host resolves to is checked, and so is the address each socket
+            # connects to: URLs come from scraped data and we fetch from inside the network.
+            connector = self._connector or guarded_connector(AddressPolicy(settings.allowed_network_list),
+                                                             limit=self._max_connections)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # connect: waiting for a pooled connection, resolving and connecting; sock_read: any
+                # one read, the response head included. The whole download's deadline is the handler's.
+                timeout=aiohttp.ClientTimeout(connect=settings.connect_timeout_s,
+                                              sock_connect=settings.connect_timeout_s,
+                                              sock_read=settings.read_timeout_s),
+                # Environment proxies would route around the address checks of the connector.
+                trust_env=False,
+                # Bodies are inflated by Download.chunks, a bounded piece at a time.
+                auto_decompress=False,
+                # One client serves every origin: none may set a cookie that another request carries.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": USER_AGENT, "Accept": "image/*,video/*,audio/*,*/*;q=0.5",
+                         "Accept-Encoding": "identity"},
+            )
+            # aiohttp sends a GET again when its connection drops, fresh connection or not: a failing
+            # host would see every attempt twice, and the host limiter's breaker would count one
+            # failure for two requests. A job's attempts are the only retries. There is no public
+            # switch; this is the attribute aiohttp's own test client clears (tests guard it).
+            self._session._retry_connection = False
+        return self._session
 
     @asynccontextmanager
     async def open(self, url: str) -> AsyncIterator[Download]:
@@ -166,21 +192,21 @@ class Fetcher:
             raise FetchError(ErrorKind.INVALID_URL, str(exc)) from exc
         if is_expired(url):
             raise FetchError(ErrorKind.EXPIRED, f"{url} is a signed link whose expiry time has passed")
+        client = self._client()
         for _hop in range(MAX_REDIRECTS + 1):
-            request = self._client.build_request("GET", current)
             try:
-                response = await self._client.send(request, stream=True)
-            except httpx.HTTPError as exc:
+                response = await client.get(_request_url(current), allow_redirects=False)
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 raise _transport_error(exc, str(current)) from exc
             try:
-                if response.is_redirect:
+                if response.status in _REDIRECT_STATUSES:
                     location = response.headers.get("location")
                     if not location:
                         raise FetchError(ErrorKind.FORBIDDEN,
-                                         f"{current} answered {response.status_code} without a Location")
+                                         f"{current} answered {response.status} without a Location")
                     current = check_redirect(current, location)
                     continue
-                check_status(response, str(current), original_url=url)
+                check_status(response.status, response.headers, str(current), original_url=url)
                 declared = response.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) > self.settings.max_bytes:
                     raise FetchError(ErrorKind.TOO_LARGE,
@@ -189,27 +215,35 @@ class Fetcher:
                 yield Download(str(current), response, self.settings.max_bytes)
                 return
             finally:
-                await response.aclose()
+                # Back to the pool when the body was read to its end; closed otherwise.
+                response.release()
         raise FetchError(ErrorKind.TOO_MANY_REDIRECTS, f"{url} redirected more than {MAX_REDIRECTS} times")
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        elif self._connector is not None:
+            await self._connector.close()
 
 
-async def _check_location(response: httpx.Response) -> None:
-    """Refuses a redirect's Location by our rules before httpx parses it.
+def _request_url(url: httpx.URL) -> yarl.URL:
+    """The checked URL as aiohttp will send it, refused if its host or port reads differently there.
 
-    httpx builds the next request of every redirect even when it does not follow them, and turns a
-    Location it cannot parse (`http://0177.0.0.1/`) into RemoteProtocolError: that would read as a
-    transient failure and be retried, while a refused target is final (invalid_url or blocked).
+    It goes out in httpx's encoding, the form urls.py checked (and the one signed links were sent
+    in before), and yarl is told not to re-encode it. A host or port that yarl parses otherwise
+    would mean the request goes somewhere that was not checked.
     """
-    if response.has_redirect_location:
-        check_redirect(response.request.url, response.headers["location"])
+    target = yarl.URL(str(url), encoded=True)
+    host = url.raw_host.decode("ascii").lower()
+    if (target.raw_host or "").lower() != host or target.explicit_port != url.port:
+        raise FetchError(ErrorKind.INVALID_URL, f"{shown_url(str(url))} names its host differently to the "
+                                                "URL checks and to the HTTP client; refusing it")
+    return target
 
 
-def check_status(response: httpx.Response, url: str, *, original_url: str | None = None) -> None:
+def check_status(code: int, headers: CIMultiDictProxy[str], url: str, *, original_url: str | None = None) -> None:
     """Maps a non-2xx status to the FetchError kind that says whether retrying can help."""
-    code = response.status_code
     if 200 <= code < 300:
         return
     if code in (401, 403, 410) and (is_expired(url) or (original_url is not None and is_expired(original_url))):
@@ -217,7 +251,7 @@ def check_status(response: httpx.Response, url: str, *, original_url: str | None
     if code in (404, 410):
         raise FetchError(ErrorKind.NOT_FOUND, f"{url} answered {code}", host_verdict="ok")
     if code in (408, 425, 429) or code >= 500:
-        retry_after_s = parse_retry_after(response.headers.get("retry-after"))
+        retry_after_s = parse_retry_after(headers.get("retry-after"))
         # The origin's word for the whole host: 429, or 503 with Retry-After, pauses it (host_limiter.py).
         throttled = code == 429 or (code == 503 and retry_after_s is not None)
         verdict = "throttled" if throttled else "failure" if code >= 500 else "ok"
@@ -243,18 +277,35 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, delta)
 
 
-def _transport_error(exc: httpx.HTTPError, url: str) -> FetchError:
-    if isinstance(exc, httpx.TimeoutException):
-        what = "connecting" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "reading"
-        return FetchError(ErrorKind.TRANSIENT, f"timed out {what} {shown_url(url)}", host_verdict="failure")
-    if isinstance(exc, httpx.ConnectError):
-        detail = str(exc)
-        # The guarded transport's own message already names the host, port and addresses tried.
-        if detail.startswith("cannot connect to "):
-            return FetchError(ErrorKind.TRANSIENT, f"{detail} (downloading {shown_url(url)})", host_verdict="failure")
-        return FetchError(ErrorKind.TRANSIENT, f"cannot connect to {shown_url(url)}: {detail}",
+def _transport_error(exc: aiohttp.ClientError | TimeoutError, url: str) -> FetchError:
+    shown = shown_url(url)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return FetchError(ErrorKind.TRANSIENT, f"timed out connecting to {shown}", host_verdict="failure")
+    if isinstance(exc, TimeoutError):  # aiohttp's read time-outs are TimeoutErrors too
+        return FetchError(ErrorKind.TRANSIENT, f"timed out reading {shown}", host_verdict="failure")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return FetchError(ErrorKind.TRANSIENT, f"cannot resolve {exc.host} (downloading {shown}): "
+                                               f"{exc.os_error.strerror or exc.os_error}", host_verdict="failure")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        where = f"[{exc.host}]:{exc.port}" if ":" in exc.host else f"{exc.host}:{exc.port}"
+        return FetchError(ErrorKind.TRANSIENT, f"cannot connect to {where}: {exc.os_error.strerror or exc.os_error} "
+                                               f"(downloading {shown})", host_verdict="failure")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return FetchError(ErrorKind.INVALID_URL, f"cannot fetch {shown}: {exc}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Raised while the response is read (no status was checked here): not HTTP, or malformed.
+        if "Data after `Connection: close`" in exc.message:
+            # More bytes than the Content-Length announced: either the length or the body is wrong
+            # (RFC 9112 section 9.3), and a body that may be cut short is never a cached file.
+            return FetchError(ErrorKind.TRANSIENT, f"{shown} sent more bytes than its Content-Length announced",
+                              host_verdict="failure")
+        return FetchError(ErrorKind.TRANSIENT, f"{shown} did not answer in HTTP: {_brief(exc.message)}",
                           host_verdict="failure")
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return FetchError(ErrorKind.INVALID_URL, f"cannot fetch {shown_url(url)}: {exc}")
-    return FetchError(ErrorKind.TRANSIENT, f"download of {shown_url(url)} failed: {type(exc).__name__}: {exc}",
+    return FetchError(ErrorKind.TRANSIENT, f"download of {shown} failed: {type(exc).__name__}: {_brief(str(exc))}",
                       host_verdict="failure")
+
+
+def _brief(text: str, max_chars: int = 200) -> str:
+    """The first line of a library's message, cut short: aiohttp's parser errors quote what it read."""
+    line = text.strip().split("\n", 1)[0]
+    return line if len(line) <= max_chars else line[:max_chars] + "..."

@@ -156,13 +156,30 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Addres
 # ---- the connect-time guard ----------------------------------------------------------------
 
 
-_LOOPBACK = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
+LOOPBACK = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
 
 
 def is_localhost_name(host: str) -> bool:
     """True for `localhost` and its subdomains in any case, with or without the final dot."""
     name = host.rstrip(".").lower()
     return name == "localhost" or name.endswith(".localhost")
+
+
+def refuse_blocked(policy: AddressPolicy, host: str, port: int, addresses: Iterable[IPAddress], *,
+                   literal: bool) -> None:
+    """Raises FetchError(blocked) when any of `addresses` may not be contacted, naming the first such.
+
+    Every answer is checked, not just the one a client would use: a name that resolves to a public
+    and a private address is refused, so mixed answers cannot be used to sneak inside.
+    """
+    for address in addresses:
+        reason = policy.blocked_reason(address)
+        if reason is not None:
+            what = f"{address} is" if literal else f"it resolves to {address}, which is"
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise FetchError(ErrorKind.BLOCKED,
+                             f"refused to connect to {where}: {what} {reason}. Downloads only go to "
+                             "public addresses; add a range to MEDIACACHE_ALLOWED_NETWORKS to open it")
 
 
 async def system_resolver(host: str, port: int) -> list[IPAddress]:
@@ -198,21 +215,12 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
             # RFC 6761: localhost names are loopback, whatever DNS says. Resolvers disagree about
             # spellings such as `LOCALHOST.` (here it failed to resolve and was retried as
             # transient), so every spelling is mapped to loopback and judged by the policy.
-            addresses: list[IPAddress] = list(_LOOPBACK)
+            addresses: list[IPAddress] = list(LOOPBACK)
         elif literal is not None:
             addresses = [literal]
         else:
             addresses = await self._resolved(host, port, timeout_s)
-        # Every answer is checked, not just the one we would use: a name that resolves to a public
-        # and a private address is refused, so mixed answers cannot be used to sneak inside.
-        for address in addresses:
-            reason = self.policy.blocked_reason(address)
-            if reason is not None:
-                what = f"{address} is" if literal is not None else f"it resolves to {address}, which is"
-                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                raise FetchError(ErrorKind.BLOCKED,
-                                 f"refused to connect to {where}: {what} {reason}. Downloads only go to "
-                                 "public addresses; add a range to MEDIACACHE_ALLOWED_NETWORKS to open it")
+        refuse_blocked(self.policy, host, port, addresses, literal=literal is not None)
         options = list(socket_options) if socket_options is not None else None
         errors: list[Exception] = []
         for index, address in enumerate(addresses):
