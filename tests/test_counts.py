@@ -86,13 +86,35 @@ async def test_counters_follow_every_change_even_concurrent_ones(cache: MediaCac
 async def test_statistics_read_a_few_rows_not_the_table(cache: MediaCache) -> None:
     with count_queries(cache) as statements:
         await cache.cache_stats()
+    # One statement: the counters, and the one indexed count of PENDING assets expiring soon
+    # (at_risk); never a count of the whole table.
+    assert len(statements) == 1, statements
+    counters, at_risk = statements[0].split("UNION ALL")
+    assert "cache_asset_counts" in counters and "cache_assets " not in counters.replace("cache_asset_counts", "")
+    assert "source_expires_at" in at_risk and "GROUP BY" not in at_risk
+    with count_queries(cache) as statements:
         await cache.stored_bytes()
-    # The counters, and the one indexed count of PENDING assets expiring soon (at_risk): never a
-    # count of the whole table.
-    counters = [s for s in statements if "cache_asset_counts" in s]
-    others = [s for s in statements if "cache_asset_counts" not in s]
-    assert len(counters) == 2 and all("FROM cache_assets" not in s for s in counters)
-    assert len(others) == 1 and "source_expires_at" in others[0] and "GROUP BY" not in others[0]
+    assert len(statements) == 1 and "cache_asset_counts" in statements[0] and "cache_assets " not in statements[0]
+
+
+async def test_at_risk_counts_only_pending_links_expiring_soon(cache: MediaCache) -> None:
+    """cache_stats() reads at_risk in the same statement as the counters; it must still count
+    exactly the PENDING assets whose link expires within 15 minutes."""
+    import time
+
+    now_s = int(time.time())
+    soon = [f"https://cdn.example.com/soon/{n}.jpg?x-expires={now_s + 300}" for n in range(3)]
+    later = [f"https://cdn.example.com/later/{n}.jpg?x-expires={now_s + 7200}" for n in range(2)]
+    plain = ["https://cdn.example.com/plain.jpg"]
+    ids = [uuid.uuid4() for _ in soon + later + plain]
+    await cache.backends.assets.insert_pending(list(zip(ids, soon + later + plain, strict=True)))
+    before = await cache.cache_stats()
+    assert (before.at_risk, before.pending) == (3, 6)
+    claim = await cache.backends.assets.claim(ids[0], uuid.uuid4().hex, lease_s=30)
+    assert claim is not None
+    after = await cache.cache_stats()
+    assert (after.at_risk, after.pending, after.downloading) == (2, 5, 1)
+    await _assert_counts_match(cache)
 
 
 async def test_the_migration_counts_the_rows_that_exist(tmp_path: Path) -> None:

@@ -372,9 +372,7 @@ class MediaCache:
 
     async def cache_stats(self) -> CacheStats:
         assets = self._backends.assets
-        by_status, failed_by_kind = await assets.counts()
-        now = utcnow()
-        at_risk = await assets.count_expiring(now, now + timedelta(seconds=AT_RISK_S))
+        by_status, failed_by_kind, at_risk = await assets.counts(expiring_within_s=AT_RISK_S)
         return CacheStats(
             pending=by_status[CacheStatus.PENDING], downloading=by_status[CacheStatus.DOWNLOADING],
             cached=by_status[CacheStatus.CACHED], failed=by_status[CacheStatus.FAILED],
