@@ -6,7 +6,6 @@ import asyncio
 import ipaddress
 import shutil
 import socket
-import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,8 +25,8 @@ from tests.support.guard_servers import (
     CANARY_HOSTS,
     FakeDNS,
     TinyServer,
-    make_certificate,
     origin_and_canary,
+    tls_origin,
 )
 
 
@@ -202,13 +201,7 @@ async def test_environment_proxies_do_not_bypass_the_fetcher(
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
 async def test_tls_verifies_the_url_host_name_not_the_address(tmp_path: Path) -> None:
-    cert, key = make_certificate(tmp_path, "media.test")
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    origin = TinyServer("127.0.0.2")
-    await origin.start(ssl_context=server_context)
-    try:
-        client_context = ssl.create_default_context(cafile=str(cert))
+    async with tls_origin(tmp_path, "media.test", "127.0.0.2") as (origin, client_context):
         dns = FakeDNS({"media.test": [["127.0.0.2"]], "other.test": [["127.0.0.2"]]})
         async with _session(resolver=dns, ssl_context=client_context) as session:
             # The socket goes to 127.0.0.2, yet the certificate is checked against media.test.
@@ -216,5 +209,3 @@ async def test_tls_verifies_the_url_host_name_not_the_address(tmp_path: Path) ->
             for wrong in ("other.test", "127.0.0.2"):
                 with pytest.raises(aiohttp.ClientConnectorCertificateError):
                     await _get(session, f"https://{wrong}:{origin.port}/a.jpg")
-    finally:
-        await origin.close()

@@ -6,7 +6,6 @@ import asyncio
 import ipaddress
 import shutil
 import socket
-import ssl
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -28,8 +27,8 @@ from tests.support.guard_servers import (
     IPV6,
     FakeDNS,
     TinyServer,
-    make_certificate,
     origin_and_canary,
+    tls_origin,
 )
 
 TIKTOK_URL = ("https://p16-sign-va.tiktokcdn.com/tos-maliva-avt-0068/7310~c5_1080x1080.jpeg?lk3s=a5d48078"
@@ -523,13 +522,7 @@ async def test_environment_proxies_do_not_bypass_the_guard(
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
 async def test_tls_verifies_the_url_host_name_not_the_address(tmp_path: Path) -> None:
-    cert, key = make_certificate(tmp_path, "media.test")
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    origin = TinyServer("127.0.0.2")
-    await origin.start(ssl_context=server_context)
-    try:
-        client_context = ssl.create_default_context(cafile=str(cert))
+    async with tls_origin(tmp_path, "media.test", "127.0.0.2") as (origin, client_context):
         dns = FakeDNS({"media.test": [["127.0.0.2"]], "other.test": [["127.0.0.2"]]})
         async with guarded_client(ALLOW_ORIGIN, resolver=dns, verify=client_context) as client:
             # The socket goes to 127.0.0.2, yet the certificate is checked against media.test.
@@ -538,8 +531,6 @@ async def test_tls_verifies_the_url_host_name_not_the_address(tmp_path: Path) ->
             for wrong in ("other.test", "127.0.0.2"):
                 with pytest.raises(httpx.ConnectError, match="certificate verify failed"):
                     await client.get(f"https://{wrong}:{origin.port}/a.jpg")
-    finally:
-        await origin.close()
 
 
 async def test_the_transport_is_httpx_own_with_a_guarded_pool() -> None:

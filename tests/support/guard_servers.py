@@ -133,3 +133,18 @@ def make_certificate(directory: Path, name: str) -> tuple[Path, Path]:
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True)
     return cert, key
+
+
+@asynccontextmanager
+async def tls_origin(directory: Path, name: str, host: str) -> AsyncIterator[tuple[TinyServer, ssl.SSLContext]]:
+    """A TinyServer on `host` speaking TLS with a certificate for `name`, and a client context that
+    trusts that certificate (and only it)."""
+    cert, key = make_certificate(directory, name)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    origin = TinyServer(host)
+    await origin.start(ssl_context=server_context)
+    try:
+        yield origin, ssl.create_default_context(cafile=str(cert))
+    finally:
+        await origin.close()
