@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -12,7 +14,7 @@ import pytest
 from mediacache.errors import UnsafeKeyError
 from mediacache.storage.keys import check_key
 from mediacache.storage.local import LocalStore
-from mediacache.storage.signing import verify
+from mediacache.storage.signing import _mac, sign_path, verify
 
 SECRET = b"k" * 32
 
@@ -108,6 +110,28 @@ def test_signed_urls_verify_and_tampering_or_expiry_fails(store: LocalStore) -> 
     assert not verify(b"other", key, q["exp"], q["sig"])
     assert not verify(SECRET, key, q["exp"], q["sig"], now=int(q["exp"]) + 1)
     assert not verify(SECRET, key, None, q["sig"]) and not verify(SECRET, key, "soon", q["sig"])
+
+
+@pytest.mark.parametrize("secret", [b"", b"s", SECRET, b"x" * 64, b"y" * 65, bytes(range(256))])
+def test_the_mac_is_hmac_sha256_for_any_secret_length(secret: bytes) -> None:
+    for key, exp in (("media/a/b.jpg", 1), ("avatars/u_1-2=3+4.webp", 1790000000), ("caf\u00e9/\udcff", 0)):
+        expected = hmac.digest(secret, f"{key}\n{exp}".encode("utf-8", "surrogatepass"), "sha256")
+        assert _mac(secret, key, exp) == base64.urlsafe_b64encode(expected).rstrip(b"=").decode()
+
+
+def test_many_urls_at_once_are_the_same_as_one_at_a_time(store: LocalStore) -> None:
+    keys = ["media/a/b.jpg", "avatars/u_1-2=3+4.webp", "tiktok/videos/123.mp4"]
+    for _ in range(5):  # the same second on both sides, else the expiry differs
+        batch, single = store.urls(keys, ttl_s=60), [store.url(k, ttl_s=60) for k in keys]
+        if batch == single:
+            break
+    assert batch == single
+    assert "/files/avatars/u_1-2%3D3%2B4.webp?" in batch[1]
+    assert sign_path(SECRET, "media/a/b.jpg", ttl_s=60, now=1000) == sign_path(SECRET, "media/a/b.jpg", ttl_s=0,
+                                                                                 now=1060)
+    assert store.urls([], ttl_s=60) == []
+    with pytest.raises(UnsafeKeyError):
+        store.urls(["media/a/b.jpg", "../etc/passwd"], ttl_s=60)
 
 
 def test_check_key_accepts_the_asset_key_scheme_and_legacy_keys() -> None:

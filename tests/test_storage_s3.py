@@ -203,6 +203,21 @@ async def test_presigned_url_gives_exactly_the_bytes(store: S3Store) -> None:
     assert response.headers["content-type"] == "image/webp"
 
 
+async def test_links_signed_together_each_give_their_own_bytes(store: S3Store) -> None:
+    keys = [f"media/batch/{i}.jpg" for i in range(5)] + ["media/batch/u_1-2=3+4.webp"]
+    for i, key in enumerate(keys):
+        await store.put_stream(key, _chunks(f"object-{i}".encode()))
+    urls = store.urls(keys, ttl_s=300)
+    assert len(urls) == len(keys) and store.urls([], ttl_s=300) == []
+    async with httpx.AsyncClient() as client:
+        for i, url in enumerate(urls):
+            response = await client.get(url)
+            assert response.status_code == 200, (url, response.text)
+            assert response.content == f"object-{i}".encode()
+    with pytest.raises(UnsafeKeyError):
+        store.urls(["media/batch/0.jpg", "../etc/passwd"], ttl_s=300)
+
+
 async def test_tampered_presigned_urls_are_refused(store: S3Store) -> None:
     await store.put_stream("media/j/secret.jpg", _chunks(b"PRIVATE-BYTES"))
     await store.put_stream("media/j/other.jpg", _chunks(b"PUBLIC-BYTES"))

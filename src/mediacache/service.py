@@ -269,12 +269,17 @@ class MediaCache:
         store = self._backends.store
         ttl_s = self.settings.url_ttl_s
         out: list[str | None] = []
+        # Our own keys are signed together at the end; the slots they go to wait as None.
+        signed_at: list[int] = []
+        keys: list[str] = []
         for value, asset_id, original in zip(values, parsed, originals, strict=True):
             if asset_id is not None:
                 asset = assets.get(asset_id)
                 if asset is not None and asset.status is CacheStatus.CACHED and asset.cache_key:
                     chosen = pick_derivative(asset.derivatives, kind, width) if sized else None
-                    out.append(store.url(chosen.cache_key if chosen else asset.cache_key, ttl_s=ttl_s))
+                    signed_at.append(len(out))
+                    keys.append(chosen.cache_key if chosen else asset.cache_key)
+                    out.append(None)
                 else:
                     out.append(original or (asset.original_url if asset else None))
             elif value and str(value) in stored:
@@ -285,6 +290,8 @@ class MediaCache:
                     out.append(original)
             else:
                 out.append(original)
+        for position, url in zip(signed_at, store.urls(keys, ttl_s=ttl_s), strict=True):
+            out[position] = url
         return out
 
     async def has_object(self, key: str) -> bool:

@@ -7,11 +7,15 @@ has one source, the pool, its limits and PgBouncer's connect arguments stay the 
 only the execution skips SQLAlchemy's per-call work (cache key, parameter and result
 processing, the greenlet hop). Parameters must be what asyncpg takes as they are (UUIDs, text,
 numbers, aware datetimes, lists), since no bind processor runs.
+
+URL resolution goes the same way: its one query returns up to thousands of rows, and there
+SQLAlchemy's per-row result processing is most of the client's time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +47,21 @@ class DriverStatement:
 
 async def fetch_row(engine: AsyncEngine, display_url: str, statement: DriverStatement,
                     params: Mapping[str, Any]) -> asyncpg.Record | None:
-    """Runs `statement` on its own (the engine should be in autocommit) and returns its first row.
+    """Runs `statement` on its own (the engine should be in autocommit) and returns its first row."""
+    async with _driver(engine, display_url) as driver:
+        return await driver.fetchrow(statement.sql, *statement.arguments(params))
+
+
+async def fetch_rows(engine: AsyncEngine, display_url: str, statement: DriverStatement,
+                     params: Mapping[str, Any]) -> list[asyncpg.Record]:
+    """Runs `statement` on its own (the engine should be in autocommit) and returns all its rows."""
+    async with _driver(engine, display_url) as driver:
+        return await driver.fetch(statement.sql, *statement.arguments(params))
+
+
+@asynccontextmanager
+async def _driver(engine: AsyncEngine, display_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """The asyncpg connection under a pooled connection of `engine`.
 
     Errors become DatabaseError as in `transaction`; a connection that failed under the statement
     is invalidated, so the pool does not hand it out again.
@@ -52,7 +70,7 @@ async def fetch_row(engine: AsyncEngine, display_url: str, statement: DriverStat
         raw = await conn.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
         try:
-            return await driver.fetchrow(statement.sql, *statement.arguments(params))
+            yield driver
         except asyncpg.PostgresError as exc:
             if driver.is_closed():  # the server ended the session (a restart, an admin's kill)
                 await conn.invalidate(exc)

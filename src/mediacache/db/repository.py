@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from mediacache.db.columns import UTCDateTime, utcnow
-from mediacache.db.driver import DriverStatement, fetch_row
+from mediacache.db.driver import DriverStatement, fetch_row, fetch_rows
 from mediacache.db.models import LIVE_PREDICATE, CacheAsset, CacheAssetCount, WebhookOutbox
 from mediacache.db.transaction import transaction
 from mediacache.domain import TRANSITIONS, CacheStatus
@@ -67,8 +67,9 @@ class Claim:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Resolvable:
+class Resolvable(NamedTuple):
+    """What URL resolution needs of one asset; a tuple, since get_urls builds a thousand at a time."""
+
     id: uuid.UUID
     status: CacheStatus
     cache_key: str | None
@@ -127,6 +128,12 @@ def _mark_cached_statement(dialect: str, *, share: bool) -> Any:
                 lease_token=None, lease_until=None, cached_at=_NOW, updated_at=_NOW)
         .returning(_t.c.cache_key)
     )
+
+
+# URL resolution's one query: one array parameter keeps the statement text (and its prepared
+# statement) the same for any number of ids, where an IN list would be compiled and prepared anew.
+_RESOLVABLES_PG = (select(_t.c.id, _t.c.status, _t.c.cache_key, _t.c.original_url)
+                   .where(_t.c.id == any_(bindparam("ids", type_=ARRAY(Uuid)))))
 
 
 # converge_copies on PostgreSQL in one statement: the holders locked, the winner chosen and the
@@ -243,7 +250,7 @@ class AssetRepository:
         # On PostgreSQL the statements of every download go through asyncpg itself (db/driver.py).
         self._driver: dict[Any, DriverStatement] = (
             {stmt: DriverStatement.of(stmt, engine.dialect) for stmt in (
-                _CLAIM, self._mark_cached, self._mark_cached_pg, _CONVERGE_PG)}
+                _CLAIM, self._mark_cached, self._mark_cached_pg, _CONVERGE_PG, _RESOLVABLES_PG)}
             if dialect == "postgresql" else {})
 
     async def _one(self, statement: Any, params: dict[str, Any]) -> Mapping[str, Any] | None:
@@ -496,18 +503,15 @@ class AssetRepository:
         """What URL resolution needs for many ids, in one query."""
         if not ids:
             return {}
-        columns = (_t.c.id, _t.c.status, _t.c.cache_key, _t.c.original_url)
-        if self.engine.dialect.name == "postgresql":
-            # One array parameter keeps the statement text (and its prepared statement) the same
-            # for any number of ids; an IN list would be compiled and prepared anew each time.
-            stmt = select(*columns).where(_t.c.id == any_(bindparam("ids", type_=ARRAY(Uuid))))
-            params: dict[str, Any] = {"ids": list(set(ids))}
-        else:
-            stmt = select(*columns).where(_t.c.id.in_(set(ids)))
-            params = {}
-        async with self._tx(single_statement=True) as conn:
-            rows = (await conn.execute(stmt, params)).all()
         status_of = _STATUS_BY_VALUE
+        compiled = self._driver.get(_RESOLVABLES_PG)
+        if compiled is not None:
+            found = await fetch_rows(self._autocommit, self.display_url, compiled, {"ids": list(set(ids))})
+            # asyncpg's UUIDs hash and compare as uuid.UUID does, so they key the map as they are.
+            return {r[0]: Resolvable(r[0], status_of[r[1]], r[2], r[3]) for r in found}
+        stmt = select(_t.c.id, _t.c.status, _t.c.cache_key, _t.c.original_url).where(_t.c.id.in_(set(ids)))
+        async with self._tx(single_statement=True) as conn:
+            rows = (await conn.execute(stmt)).all()
         return {r.id: Resolvable(r.id, status_of[r.status], r.cache_key, r.original_url) for r in rows}
 
     async def counts(self, *, expiring_within_s: int | None = None

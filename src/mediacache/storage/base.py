@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Collection
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -58,6 +58,11 @@ class ObjectStore(Protocol):
 
     def url(self, key: str, *, ttl_s: int) -> str:
         """A URL a browser can fetch `key` from for `ttl_s` seconds, computed without I/O."""
+        ...
+
+    def urls(self, keys: Sequence[str], *, ttl_s: int) -> list[str]:
+        """`url` of each of `keys`, in order: URL resolution signs hundreds of links a call, and
+        one clock reading and one call into the signer for all of them cost less than one each."""
         ...
 
     async def check_writable(self) -> None:

@@ -9,14 +9,14 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Collection
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from mediacache.errors import StorageError, StorageUnavailableError, UnsafeKeyError
 from mediacache.storage.base import ObjectInfo
 from mediacache.storage.keys import check_key
-from mediacache.storage.signing import sign_path
+from mediacache.storage.signing import sign_path, sign_paths
 
 log = logging.getLogger("mediacache.storage.local")
 
@@ -222,6 +222,12 @@ class LocalStore:
     def url(self, key: str, *, ttl_s: int) -> str:
         check_key(key)
         return self.public_base_url + sign_path(self._signing_key, key, ttl_s=ttl_s)
+
+    def urls(self, keys: Sequence[str], *, ttl_s: int) -> list[str]:
+        for key in keys:
+            check_key(key)
+        base = self.public_base_url
+        return [base + path for path in sign_paths(self._signing_key, keys, ttl_s=ttl_s)]
 
     async def check_writable(self) -> None:
         probe = f"{_TMP_DIR}/probe-{uuid.uuid4().hex}"
