@@ -127,3 +127,13 @@ async def test_many_calls_in_flight_wait_for_a_redis_connection_instead_of_faili
     await asyncio.gather(queue.remove(ids[:100]), *(queue.add(uuid.uuid4(), "https://example.com/x.jpg")
                                                      for _ in range(60)))
     assert (await cache.queue_stats()).waiting == 120
+
+
+async def test_removing_jobs_takes_those_redis_holds_and_passes_over_the_rest(cache: MediaCache) -> None:
+    queue = cache.backends.queue
+    held = [uuid.uuid4() for _ in range(30)]
+    await asyncio.gather(*(queue.add(i, f"https://example.com/held/{i}.jpg") for i in held))
+    never_queued = [uuid.uuid4() for _ in range(300)]
+    await queue.remove(never_queued[:150] + held + never_queued[150:])
+    assert set((await queue.job_states(held + never_queued[:5])).values()) == {"missing"}
+    assert (await cache.queue_stats()).waiting == 0

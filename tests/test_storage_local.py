@@ -14,6 +14,7 @@ import pytest
 from mediacache.errors import UnsafeKeyError
 from mediacache.storage.keys import check_key
 from mediacache.storage.local import LocalStore
+from mediacache.storage.mac import hmac_sha256
 from mediacache.storage.signing import _mac, sign_path, verify
 
 SECRET = b"k" * 32
@@ -115,8 +116,12 @@ def test_signed_urls_verify_and_tampering_or_expiry_fails(store: LocalStore) -> 
 @pytest.mark.parametrize("secret", [b"", b"s", SECRET, b"x" * 64, b"y" * 65, bytes(range(256))])
 def test_the_mac_is_hmac_sha256_for_any_secret_length(secret: bytes) -> None:
     for key, exp in (("media/a/b.jpg", 1), ("avatars/u_1-2=3+4.webp", 1790000000), ("caf\u00e9/\udcff", 0)):
-        expected = hmac.digest(secret, f"{key}\n{exp}".encode("utf-8", "surrogatepass"), "sha256")
+        message = f"{key}\n{exp}".encode("utf-8", "surrogatepass")
+        expected = hmac.digest(secret, message, "sha256")
+        assert hmac_sha256(secret, message) == expected
         assert _mac(secret, key, exp) == base64.urlsafe_b64encode(expected).rstrip(b"=").decode()
+    # Another key after these (the padded states are cached per key).
+    assert hmac_sha256(secret + b"!", b"m") == hmac.digest(secret + b"!", b"m", "sha256")
 
 
 def test_many_urls_at_once_are_the_same_as_one_at_a_time(store: LocalStore) -> None:

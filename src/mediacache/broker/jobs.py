@@ -153,10 +153,16 @@ class JobQueue:
         await self.add_bulk(items)
 
     async def remove(self, ids: Sequence[uuid.UUID]) -> None:
-        """Removes the jobs of `ids` (missing ones are fine), a batch of removals at a time."""
+        """Removes the jobs of `ids` (missing ones are fine), a batch of removals at a time.
+
+        Only the jobs Redis still holds are removed: one pipelined look-up first, since Redis keeps
+        finished jobs briefly (KEEP_COMPLETED) and most ids a cleanup names have none. BullMQ's
+        removal script, run anyway, cost cleanup about 200 µs of CPU per asset, two thirds of it.
+        """
+        present = [i for i, state in (await self.job_states(ids)).items() if state != "missing"]
         try:
-            for start in range(0, len(ids), _REMOVE_BATCH):
-                await asyncio.gather(*(self._queue.remove(str(i)) for i in ids[start:start + _REMOVE_BATCH]))
+            for start in range(0, len(present), _REMOVE_BATCH):
+                await asyncio.gather(*(self._queue.remove(str(i)) for i in present[start:start + _REMOVE_BATCH]))
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc, "removing jobs") from exc
 
