@@ -23,7 +23,7 @@ import asyncpg
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mediacache.db.transaction import short_error, transaction
+from mediacache.db.transaction import not_migrated, short_error, transaction
 from mediacache.errors import DatabaseError
 
 
@@ -71,6 +71,8 @@ async def _driver(engine: AsyncEngine, display_url: str) -> AsyncIterator[asyncp
         driver: asyncpg.Connection = raw.driver_connection
         try:
             yield driver
+        except asyncpg.UndefinedTableError as exc:
+            raise not_migrated(display_url, exc) from exc
         except asyncpg.PostgresError as exc:
             if driver.is_closed():  # the server ended the session (a restart, an admin's kill)
                 await conn.invalidate(exc)

@@ -26,14 +26,19 @@ async def transaction(engine: AsyncEngine, display_url: str) -> AsyncIterator[As
         if _is_missing_table(exc) or _is_missing_sqlite_file(exc, engine):
             # Typically a data directory other than the one migrated (it follows the current
             # directory unless MEDIACACHE_DATA_DIR pins it): say what to run, not what failed.
-            raise NotMigratedError(
-                f"the database {display_url} is not migrated ({short_error(exc)}): run `mediacache db upgrade` "
-                "(or set MEDIACACHE_DATA_DIR / DATABASE_URL to the database you migrated)") from exc
+            raise not_migrated(display_url, exc) from exc
         raise _database_error(exc, display_url) from exc
     except (OSError, ConnectionError) as exc:
         raise DatabaseError(f"the database {display_url} did not answer: {short_error(exc)}") from exc
     except SQLAlchemyError as exc:
         raise DatabaseError(f"query on {display_url} failed: {short_error(exc)}") from exc
+
+
+def not_migrated(display_url: str, exc: BaseException) -> NotMigratedError:
+    """The error for a database without mediacache's tables: what to run, not what failed."""
+    return NotMigratedError(
+        f"the database {display_url} is not migrated ({short_error(exc)}): run `mediacache db upgrade` "
+        "(or set MEDIACACHE_DATA_DIR / DATABASE_URL to the database you migrated)")
 
 
 def _is_missing_table(exc: DBAPIError) -> bool:
