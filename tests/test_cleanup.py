@@ -1,9 +1,15 @@
-"""Cleanup when the store fails: the rows go (no row points nowhere), the objects are counted and left for gc."""
+"""Cleanup when the store fails (the rows go, no row points nowhere, the objects are counted and left for gc),
+and its pacing."""
 
 from __future__ import annotations
 
 import socket
+import time
 
+import pytest
+
+from mediacache.errors import InvalidArgumentError
+from mediacache.maintenance import cleanup
 from mediacache.service import MediaCache
 from tests.support.origin import Origin
 from tests.support.services import SettingsFactory, WorkerFactory
@@ -62,3 +68,37 @@ async def test_an_object_already_gone_is_not_an_error(
     report = await cache.cleanup_report(days=0)
     assert (report.removed, report.not_cleaned) == (2, 0)
     assert (await cache.cache_stats()).total == 0
+
+
+async def test_a_busy_share_below_one_rests_after_each_batch_in_proportion_to_it(
+        cache: MediaCache, start_worker: WorkerFactory, origin: Origin) -> None:
+    await cache.cache_images([origin.url(f"/media/{i}.jpg?size=2000") for i in range(6)])
+    await start_worker()
+
+    async def cached() -> bool:
+        return (await cache.cache_stats()).cached == 6
+    await wait_until(cached, what="six cached assets")
+
+    # Each batch's working time, measured from the end of one rest to the start of the next.
+    rests: list[tuple[float, float]] = []
+    resumed = time.monotonic()
+
+    async def rest(seconds: float) -> None:
+        nonlocal resumed
+        rests.append((seconds, time.monotonic() - resumed))
+        resumed = time.monotonic()
+
+    b = cache.backends
+    report = await cleanup.remove_settled(b.assets, b.store, b.queue, days=0, referenced=None, page_size=2,
+                                          busy_share=0.25, rest=rest)
+    assert report.removed == 6 and (await cache.cache_stats()).total == 0
+    assert len(rests) == 3  # one per batch of two, none after the empty page that ends the run
+    for rest_s, worked_s in rests:
+        # A quarter of the time busy: three times the batch's time at rest.
+        assert 0 < rest_s <= 3 * worked_s and rest_s >= 3 * worked_s * 0.5, (rest_s, worked_s)
+
+
+@pytest.mark.parametrize("busy_share", [0, -0.5, 1.5])
+async def test_a_busy_share_outside_zero_to_one_is_refused(cache: MediaCache, busy_share: float) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"busy_share=.*above 0 and at most 1"):
+        await cache.cleanup_report(days=0, busy_share=busy_share)

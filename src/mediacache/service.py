@@ -457,17 +457,19 @@ class MediaCache:
         return (await self.cleanup_report(days, include_referenced)).removed
 
     async def cleanup_report(self, days: int = 30, include_referenced: bool = False, *,
-                             on_progress: Callable[[int], None] | None = None) -> CleanupResult:
+                             on_progress: Callable[[int], None] | None = None,
+                             busy_share: float = 1.0) -> CleanupResult:
         """Deletes settled assets not requested for `days` days (age counts from the last request,
         so a URL asked for again is young again): removed, kept because an application row
         references them (unless `include_referenced`), and objects that could not be deleted and
-        are left for gc (see `maintenance.cleanup`)."""
+        are left for gc (see `maintenance.cleanup`). `busy_share` below 1 rests between batches
+        so that they take that share of the time (see `maintenance.cleanup.remove_settled`)."""
         if isinstance(days, bool) or not isinstance(days, int) or days < 0:
             raise InvalidArgumentError(f"cleanup(days={days!r}): days must be a whole number, 0 or more")
         return await cleanup.remove_settled(
             self._backends.assets, self._backends.store, self._backends.queue, days=days,
             referenced=None if include_referenced else self._apps.referenced, on_progress=on_progress,
-            media=self._backends.media)
+            media=self._backends.media, busy_share=busy_share)
 
     async def derive(self, *, missing: bool = True, since_days: float | None = None, batch_size: int = 500,
                      on_progress: Callable[[int], None] | None = None) -> int:

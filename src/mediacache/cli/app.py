@@ -340,6 +340,10 @@ def cleanup(
     days: Annotated[int, typer.Option(min=0, help="Remove assets older than this many days")] = 30,
     include_referenced: Annotated[bool, typer.Option(
         "--include-referenced", help="Also remove assets that application rows still reference")] = False,
+    busy_share: Annotated[float, typer.Option(
+        "--busy-share", min=0.01, max=1.0,
+        help="Share of the time spent on batches, resting in between (1 = no rests); below 1 leaves the "
+             "database room for the application's writes while a large cleanup runs")] = 0.5,
 ) -> None:
     """Deletes settled assets older than N days, with their stored objects, a batch at a time.
 
@@ -351,7 +355,8 @@ def cleanup(
         async with MediaCache(_settings()) as mc:
             stats = await mc.cache_stats()
             with _progress("cleaning up", stats.cached + stats.failed) as advance:
-                return (await mc.cleanup_report(days, include_referenced, on_progress=advance)).as_dict()
+                return (await mc.cleanup_report(days, include_referenced, on_progress=advance,
+                                                busy_share=busy_share)).as_dict()
     report = _run(main)
     out.print(f"removed {report['removed']} assets older than {days} days")
     if report["kept_referenced"]:

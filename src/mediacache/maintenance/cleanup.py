@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ from mediacache.broker.jobs import JobQueue
 from mediacache.db.columns import utcnow
 from mediacache.db.media_repository import MediaRepository
 from mediacache.db.repository import AssetRepository
-from mediacache.errors import QueueUnavailableError
+from mediacache.errors import InvalidArgumentError, QueueUnavailableError
 from mediacache.records import CleanupResult
 from mediacache.storage.base import ObjectStore
 
@@ -73,7 +75,8 @@ async def remove_settled(assets: AssetRepository, store: ObjectStore, queue: Job
                          referenced: ReferencedCheck | None, page_size: int = PAGE_SIZE,
                          pause: Pause | None = None,
                          on_progress: Callable[[int], None] | None = None,
-                         media: MediaRepository | None = None) -> CleanupResult:
+                         media: MediaRepository | None = None, busy_share: float = 1.0,
+                         rest: Callable[[float], Awaitable[None]] = asyncio.sleep) -> CleanupResult:
     """Removes CACHED and FAILED assets last requested more than `days` days ago.
 
     Pages through the candidates least recently requested first by (last_requested_at, id), so
@@ -81,11 +84,22 @@ async def remove_settled(assets: AssetRepository, store: ObjectStore, queue: Job
     `referenced`, assets that an application row still points at are kept and counted. An
     asset's derivatives (thumbnails, posters) go with it: their rows by ON DELETE CASCADE, their
     objects right after. `on_progress` hears how many candidates each page looked at.
+
+    With `busy_share` below 1, each page is followed by a rest long enough that the pages take
+    that share of the run's time: the database (and, where they share a machine, its CPUs) then
+    has the rest of the time for the application's own statements.
     """
+    if not 0 < busy_share <= 1:
+        raise InvalidArgumentError(f"cleanup busy_share={busy_share!r}: give a share of the time above 0 and "
+                                   "at most 1 (1 = no rests)")
     cutoff = utcnow() - timedelta(days=days)
     removed = kept_referenced = not_cleaned = 0
     after = None
-    while page := await assets.settled_before(cutoff, after, page_size):
+    while True:
+        started = time.monotonic()
+        page = await assets.settled_before(cutoff, after, page_size)
+        if not page:
+            break
         after = (page[-1][2], page[-1][0])
         keep = await referenced([asset_id for asset_id, _, _ in page]) if referenced is not None else set()
         kept_referenced += len(keep)
@@ -98,4 +112,6 @@ async def remove_settled(assets: AssetRepository, store: ObjectStore, queue: Job
         not_cleaned += await _delete_all(store, {k for keys in derived.values() for k in keys})
         if on_progress is not None:
             on_progress(len(page))
+        if busy_share < 1:
+            await rest((time.monotonic() - started) * (1 / busy_share - 1))
     return CleanupResult(removed=removed, kept_referenced=kept_referenced, not_cleaned=not_cleaned)
