@@ -161,6 +161,9 @@ _LIVE_STATUSES = (CacheStatus.PENDING, CacheStatus.DOWNLOADING, CacheStatus.CACH
 _HIT_VALUES = {"requests": _t.c.requests + 1, "last_requested_at": _NOW}
 _HIT_ONE = (update(_t).where(_t.c.source_key == bindparam("b_key"), _status_in(*_LIVE_STATUSES))
             .values(**_HIT_VALUES).returning(_t.c.id, _t.c.source_key, _t.c.status, _t.c.original_url))
+# The columns of a new PENDING asset as insert_or_find writes them.
+_PENDING_COLUMNS = ("id", "original_url", "source_key", "status", "attempts", "requests", "created_at", "updated_at",
+                    "last_requested_at", "source_expires_at")
 # How many rounds of insert-or-find before giving up: a round fails only when the live asset
 # found by the insert settled as FAILED or was cleaned up before the next statement.
 _ENQUEUE_ROUNDS = 5
@@ -244,13 +247,17 @@ class AssetRepository:
         # inserts nothing and finds the winner with the next statement.
         self._insert_live = (ins.on_conflict_do_nothing(index_elements=[_t.c.source_key], index_where=_LIVE)
                              .returning(_t.c.id, _t.c.source_key))
+        # cache_image's one row, with its columns named, so that it can be compiled once for the driver.
+        self._insert_one = self._insert_live.values({name: bindparam(name, type_=_t.c[name].type)
+                                                     for name in _PENDING_COLUMNS})
         # A single statement is atomic on its own: without BEGIN and COMMIT it costs one round
         # trip instead of three, which is most of the database time of a small download.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         # On PostgreSQL the statements of every download go through asyncpg itself (db/driver.py).
         self._driver: dict[Any, DriverStatement] = (
             {stmt: DriverStatement.of(stmt, engine.dialect) for stmt in (
-                _CLAIM, self._mark_cached, self._mark_cached_pg, _CONVERGE_PG, _RESOLVABLES_PG)}
+                _CLAIM, self._mark_cached, self._mark_cached_pg, _CONVERGE_PG, _RESOLVABLES_PG,
+                self._insert_one)}
             if dialect == "postgresql" else {})
 
     async def _one(self, statement: Any, params: dict[str, Any]) -> Mapping[str, Any] | None:
@@ -295,9 +302,14 @@ class AssetRepository:
                      "status": CacheStatus.PENDING.value, "attempts": 0, "requests": 1, "created_at": now,
                      "updated_at": now, "last_requested_at": now, "source_expires_at": link_expiry(r.url)}
                     for r in todo]
-            async with self._tx(single_statement=True) as conn:
-                inserted = {row.source_key: row.id for row in
-                            (await conn.execute(self._insert_live, rows[0] if len(rows) == 1 else rows)).all()}
+            if len(rows) == 1 and self._insert_one in self._driver:
+                # One call of cache_image: through asyncpg directly, like the worker's statements.
+                row = await self._one(self._insert_one, rows[0])
+                inserted = {row["source_key"]: row["id"]} if row is not None else {}
+            else:
+                async with self._tx(single_statement=True) as conn:
+                    inserted = {row.source_key: row.id for row in
+                                (await conn.execute(self._insert_live, rows[0] if len(rows) == 1 else rows)).all()}
             created.extend(r for r in todo if inserted.get(r.source_key) == r.new_id)
             found.update(inserted)
             todo = [r for r in todo if r.source_key not in inserted]
