@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from mediacache.cli.logs import LogFormat, error_line, setup_logging
+from mediacache.cli.running import run_interruptible
 from mediacache.cli.sizes import parse_size
 from mediacache.domain import CacheStatus, parse_asset_id
 from mediacache.errors import InvalidArgumentError, MediaCacheError, NotMigratedError
@@ -80,7 +81,7 @@ def _setup_logging(settings: Settings, log_format: LogFormat | None = None) -> N
 
 
 def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(coro_fn())  # type: ignore[arg-type]
+    return run_interruptible(coro_fn)
 
 
 @db_app.command("upgrade")
