@@ -35,7 +35,7 @@ test: lint test-python test-ts
 test-python: install
 	@if [ ! -f tests/interop/node_modules/bullmq/package.json ]; then \
 	  (cd tests/interop && npm ci --no-audit --no-fund --silent) || [ -z "$$CI" ]; fi
-	$(BIN)/pytest -n 3
+	$(BIN)/pytest -n 3 --durations=25
 
 # The TypeScript client's suite runs against a real `mediacache serve` from this checkout's venv.
 test-ts: install

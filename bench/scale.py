@@ -143,7 +143,7 @@ async def main() -> None:
                         help="interrupt the first cleanup run after this long, then run it again")
     parser.add_argument("--gap-ms", type=float, default=0.0,
                         help="pause between the cache_image calls timed during cleanup (0: back to back)")
-    parser.add_argument("--busy-share", default="0.5", help="mediacache cleanup --busy-share")
+    parser.add_argument("--busy-share", default="1", help="mediacache cleanup --busy-share")
     parser.add_argument("--reads-only", action="store_true",
                         help="only statistics, dashboard, get_urls and /api/stats (nothing changes)")
     args = parser.parse_args()

@@ -343,8 +343,8 @@ def cleanup(
         "--include-referenced", help="Also remove assets that application rows still reference")] = False,
     busy_share: Annotated[float, typer.Option(
         "--busy-share", min=0.01, max=1.0,
-        help="Share of the time spent on batches, resting in between (1 = no rests); below 1 leaves the "
-             "database room for the application's writes while a large cleanup runs")] = 0.5,
+        help="Share of the time spent on batches, resting in between (1 = no rests); below 1 leaves a "
+             "database that is already busy with the application more room while a large cleanup runs")] = 1.0,
 ) -> None:
     """Deletes settled assets older than N days, with their stored objects, a batch at a time.
 
