@@ -160,8 +160,9 @@ class SyncMediaCache:
     def cleanup(self, days: int = 30, include_referenced: bool = False) -> int:
         return self._call(self._cache.cleanup(days, include_referenced))
 
-    def cleanup_report(self, days: int = 30, include_referenced: bool = False) -> CleanupResult:
-        return self._call(self._cache.cleanup_report(days, include_referenced))
+    def cleanup_report(self, days: int = 30, include_referenced: bool = False, *,
+                       busy_share: float = 1.0) -> CleanupResult:
+        return self._call(self._cache.cleanup_report(days, include_referenced, busy_share=busy_share))
 
     def reconcile(self, *, min_age_s: float = 60.0, check_objects: bool = False,
                   requeue_missing: bool = False) -> ReconcileReport:
