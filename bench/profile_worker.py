@@ -48,6 +48,8 @@ def split(folded: Path) -> tuple[int, collections.Counter[str], collections.Coun
     total, libraries, functions = 0, collections.Counter[str](), collections.Counter[str]()
     for line in folded.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():  # a stack py-spy was still writing when it stopped
+            continue
         samples = int(count)
         total += samples
         frames = stack.split(";")
