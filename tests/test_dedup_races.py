@@ -21,7 +21,8 @@ from mediacache.maintenance import cleanup
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
 from mediacache.worker.handler import CacheJobHandler
-from tests.support.origin import Origin
+from tests.support.origin import Origin, body, sha256_of
+from tests.support.queries import count_queries
 from tests.support.services import SettingsFactory
 from tests.support.waiting import wait_until
 
@@ -174,7 +175,8 @@ async def test_a_download_sharing_while_cleanup_deletes_its_holder_uncommitted(
                 async with cache.backends.engine.connect() as probe:
                     n = (await probe.execute(text(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND query LIKE 'UPDATE cache_assets%'"))).scalar_one()
+                        "AND pid <> pg_backend_pid() AND (query LIKE 'UPDATE cache_assets%' "
+                        "OR query LIKE '%mediacache_mark_cached(%')"))).scalar_one()
                 return bool(n)
             await wait_until(blocked, what="the sharing UPDATE waiting on the holder's row lock")
         else:
@@ -256,3 +258,61 @@ async def test_the_next_delivery_finishes_the_merge_of_copies_recorded_at_the_sa
     assert await _no_cached_asset_points_nowhere(cache) == [keys[0]]
     assert {r.cache_key for r in (await cache.get_assets(ids)).values()} == {keys[0]}
     assert await _bucket(cache) == (0, 0)
+
+
+# SQLite runs writers one at a time: its recordings cannot overlap.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_a_download_recording_while_another_of_the_same_bytes_records_waits_and_shares(
+        cache: MediaCache, handler: CacheJobHandler, origin: Origin) -> None:
+    """On PostgreSQL the recordings of the same bytes take turns (migration 0011): one that starts
+    while another is recording, not yet committed, waits for it and then takes its object, so no
+    second copy is kept and none needs merging."""
+    b = cache.backends
+    n = random.randrange(10**7)
+    first = await cache.cache_image(origin.url(f"/alias/a/{n}.jpg?size=5000"))
+    second = await cache.cache_image(origin.url(f"/alias/b/{n}.jpg?size=5000"))
+    # The first download, by hand: claimed, its copy stored, its recording begun and not committed.
+    token = uuid.uuid4().hex
+    assert await b.assets.claim(first, token, lease_s=60) is not None
+    key = f"media/{first}/{token}.jpg"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield body("media", n, 5000)
+    await b.store.put_stream(key, chunks())
+    async with b.engine.connect() as conn:
+        tx = await conn.begin()
+        recorded = (await conn.execute(text(
+            "SELECT mediacache_mark_cached(:id, :token, :key, 'image/jpeg', 5000, :sha, now())"),
+            {"id": first, "token": token, "key": key, "sha": sha256_of("media", n, 5000)})).scalar_one()
+        assert recorded == key
+        downloading = asyncio.create_task(handler.process(second, final_attempt=True))
+
+        async def waiting_its_turn() -> bool:
+            async with b.engine.connect() as probe:
+                return bool((await probe.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND wait_event = 'advisory' AND pid <> pg_backend_pid() "
+                    "AND query LIKE '%mediacache_mark_cached(%'"))).scalar_one())
+        await wait_until(waiting_its_turn, what="the second recording waiting for the first")
+        await tx.commit()
+    outcome = await downloading
+    assert outcome.status == "cached" and outcome.cache_key == key
+    rec = await cache.get_asset(second)
+    assert rec is not None and rec.cache_key == key
+    assert await _no_cached_asset_points_nowhere(cache) == [key]  # its own copy deleted, nothing to merge
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_a_download_with_deduplication_on_sends_two_statements(
+        cache: MediaCache, handler: CacheJobHandler, origin: Origin) -> None:
+    """The claim and the recording: with recordings taking turns there is no merge to run after."""
+    n = random.randrange(10**7)
+    first = await cache.cache_image(origin.url(f"/alias/a/{n}.jpg?size=5000"))
+    second = await cache.cache_image(origin.url(f"/alias/b/{n}.jpg?size=5000"))
+    for asset_id in (first, second):
+        with count_queries(cache) as statements:
+            assert (await handler.process(asset_id, final_attempt=True)).status == "cached"
+        assert len(statements) == 2, statements
+        assert "mediacache_mark_cached" in statements[1]
+    records = await cache.get_assets([first, second])
+    assert len({r.cache_key for r in records.values()}) == 1  # the second took the first's object

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import (
     BigInteger,
     Select,
+    String,
     Table,
     Text,
     Uuid,
@@ -130,6 +131,14 @@ def _mark_cached_statement(dialect: str, *, share: bool) -> Any:
     )
 
 
+# mark_cached with sharing on PostgreSQL: the function of migration 0011, its UPDATE built as
+# _mark_cached_statement's, after a lock on the bytes. It returns NULL when the lease was lost.
+_MARK_CACHED_IN_TURN_PG = select(func.mediacache_mark_cached(
+    bindparam("b_id", type_=Uuid()), bindparam("b_token", type_=String()), bindparam("b_key", type_=Text()),
+    bindparam("b_type", type_=String()), bindparam("b_size", type_=BigInteger()),
+    bindparam("b_sha256", type_=String()), _NOW).label("cache_key"))
+
+
 # URL resolution's one query: one array parameter keeps the statement text (and its prepared
 # statement) the same for any number of ids, where an IN list would be compiled and prepared anew.
 _RESOLVABLES_PG = (select(_t.c.id, _t.c.status, _t.c.cache_key, _t.c.original_url)
@@ -208,7 +217,7 @@ def _mark_cached_with_outbox_pg(mark_cached: Any) -> Any:
                        bindparam("b_tail", type_=Text()))
     rows = (select(bindparam("b_event_id", type_=Uuid()), literal(ASSET_CACHED), bindparam("b_id", type_=Uuid()),
                    targets.c.url, body, literal(0), _NOW, _NOW)
-            .select_from(changed).join(targets, true()))
+            .select_from(changed).join(targets, true()).where(changed.c.cache_key.is_not(None)))
     queued = insert(_o).from_select(_OUTBOX_COLUMNS, rows).returning(_o.c.id).cte("queued")
     # A data-modifying CTE runs whether or not the query reads it; add_cte renders it unreferenced.
     return select(changed.c.cache_key).add_cte(queued)
@@ -238,7 +247,12 @@ class AssetRepository:
         self.webhook_targets = list(webhook_targets)
         dialect = engine.dialect.name
         self.content_dedup = content_dedup
-        self._mark_cached = _mark_cached_statement(dialect, share=content_dedup)
+        # On PostgreSQL, downloads of the same bytes record themselves one after the other (see
+        # migration 0011): the later one always takes the earlier one's object, so there are never
+        # two copies to merge after recording.
+        self.records_in_turn = content_dedup and dialect == "postgresql"
+        self._mark_cached = (_MARK_CACHED_IN_TURN_PG if self.records_in_turn
+                             else _mark_cached_statement(dialect, share=content_dedup))
         self._mark_cached_pg = (_mark_cached_with_outbox_pg(self._mark_cached) if dialect == "postgresql"
                                 else None)
         ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_t)
@@ -397,7 +411,7 @@ class AssetRepository:
                   "b_type": content_type, "b_size": size_bytes, "b_sha256": sha256}
         if not self.webhook_targets:
             row = await self._one(self._mark_cached, params)
-            return None if row is None else str(row["cache_key"])
+            return None if row is None or row["cache_key"] is None else str(row["cache_key"])
         after = AssetRecord(id=claim.asset_id, original_url=claim.original_url, status=CacheStatus.CACHED,
                             cache_key=_KEY_IN_BODY, content_type=content_type, size_bytes=size_bytes,
                             sha256=sha256, attempts=claim.attempts, error=None, error_kind=None,
@@ -408,7 +422,7 @@ class AssetRepository:
             pg_params = {**params, "b_targets": self.webhook_targets, "b_event_id": event.id, "b_head": head,
                          "b_tail": tail}
             row = await self._one(self._mark_cached_pg, pg_params)
-            return None if row is None else str(row["cache_key"])
+            return None if row is None or row["cache_key"] is None else str(row["cache_key"])
         # SQLite has no data-modifying CTEs: one transaction with both statements.
         async with self._tx() as conn:
             found = (await conn.execute(self._mark_cached, params)).first()

@@ -170,10 +170,11 @@ class CacheJobHandler:
             # surplus, and only this attempt ever knew its key.
             with contextlib.suppress(StorageError):
                 await self.store.delete(key)
-        if self.repo.content_dedup:
+        if self.repo.content_dedup and not self.repo.records_in_turn:
             # Also after taking a stored object: a download merging copies at this moment may have
             # moved that object's other holders to another copy without seeing this asset's row,
-            # which was not yet committed. Whichever of the two merges last sees both.
+            # which was not yet committed. Whichever of the two merges last sees both. (Where
+            # downloads of the same bytes record themselves in turn, none is left to merge.)
             stored = await self._converge(claim.asset_id, stored, size_bytes, digest.hexdigest())
         if claim.attempts > 1:
             await self._drop_earlier_copies(claim, stored)
