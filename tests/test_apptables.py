@@ -140,17 +140,17 @@ async def test_reading_a_page_of_posts_costs_the_same_queries_for_5_and_for_20(
 
     for n in range(5):
         await save(n)
-    with count_queries(cache) as five:
+    async with count_queries(cache) as five:
         page5 = await cache.list_tiktok_posts(limit=5)
     for n in range(5, 20):
         await save(n)
-    with count_queries(cache) as twenty:
+    async with count_queries(cache) as twenty:
         page20 = await cache.list_tiktok_posts(limit=20)
 
     assert len(page5.items) == 5 and len(page20.items) == 20
     assert all(url for post in page20.items for url in post_urls(post))
     assert len(five) == len(twenty) == 2, (five, twenty)  # the rows, then the assets of every key
-    with count_queries(cache) as one:
+    async with count_queries(cache) as one:
         assert await cache.get_tiktok_post(page20.items[0].id) == page20.items[0]
     assert len(one) == 2
 
@@ -198,7 +198,7 @@ async def test_a_carousel_saves_queues_and_resolves_its_images_and_slides(
 
     await start_worker()
     await wait_until(lambda: _all_cached(cache, keys), what="the carousel's assets")
-    with count_queries(cache) as queries:
+    async with count_queries(cache) as queries:
         read = await cache.get_carousel(saved.id)
     assert read is not None and len(queries) == 4  # carousel, images, slides, assets
     base = cache.settings.public_base_url

@@ -86,7 +86,7 @@ async def test_counters_follow_every_change_even_concurrent_ones(cache: MediaCac
 
 
 async def test_statistics_read_a_few_rows_not_the_table(cache: MediaCache) -> None:
-    with count_queries(cache) as statements:
+    async with count_queries(cache) as statements:
         await cache.cache_stats()
     # One statement: the counters, and the one indexed count of PENDING assets expiring soon
     # (at_risk); never a count of the whole table.
@@ -94,7 +94,7 @@ async def test_statistics_read_a_few_rows_not_the_table(cache: MediaCache) -> No
     counters, at_risk = statements[0].split("UNION ALL")
     assert "cache_asset_counts" in counters and "cache_assets " not in counters.replace("cache_asset_counts", "")
     assert "source_expires_at" in at_risk and "GROUP BY" not in at_risk
-    with count_queries(cache) as statements:
+    async with count_queries(cache) as statements:
         await cache.stored_bytes()
     assert len(statements) == 1 and "cache_asset_counts" in statements[0] and "cache_assets " not in statements[0]
 

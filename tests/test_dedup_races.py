@@ -310,7 +310,7 @@ async def test_a_download_with_deduplication_on_sends_two_statements(
     first = await cache.cache_image(origin.url(f"/alias/a/{n}.jpg?size=5000"))
     second = await cache.cache_image(origin.url(f"/alias/b/{n}.jpg?size=5000"))
     for asset_id in (first, second):
-        with count_queries(cache) as statements:
+        async with count_queries(cache) as statements:
             assert (await handler.process(asset_id, final_attempt=True)).status == "cached"
         assert len(statements) == 2, statements
         assert "mediacache_mark_cached" in statements[1]

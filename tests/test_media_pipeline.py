@@ -166,7 +166,7 @@ async def test_get_urls_with_a_width_is_one_query(
     ids = await cache.cache_images([_serve(origin, made["jpeg"]), _serve(origin, made["png"])])
     await _cached_and_derived(cache, ids)
     values: list[str | uuid.UUID | None] = [*ids, "legacy/key.jpg", None, uuid.uuid4()]
-    with count_queries(cache) as statements:
+    async with count_queries(cache) as statements:
         urls = await cache.get_urls(values, [None, None, None, "https://x.test/o.jpg", "https://x.test/u.jpg"],
                                     width=320)
     assert len(statements) == 1
@@ -309,7 +309,7 @@ async def test_application_records_carry_size_placeholder_and_thumbnails(
     assert got is not None and got.images[0].media is not None
     assert (got.images[0].width, got.images[0].height) == (50, 30)  # what the application saved wins
     assert got.images[0].media.width == 500 and len(got.images[0].media.thumbnails) == 1
-    with count_queries(cache) as statements:
+    async with count_queries(cache) as statements:
         await cache.get_carousel(carousel.id)
     assert len(statements) == 4  # carousel, images, slides, and one resolution of every slot
 

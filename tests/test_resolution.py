@@ -31,7 +31,7 @@ async def test_get_urls_resolves_every_kind_of_value_in_one_query(
 
     values: list[Any] = [*cached_ids, pending_id, str(unknown_id), "legacy/covers/1.jpg", None, None]
     originals = [None] * 30 + ["https://orig/pending", "https://orig/unknown", None, "https://orig/none", None]
-    with count_queries(cache) as statements:
+    async with count_queries(cache) as statements:
         urls = await cache.get_urls(values, originals)
     assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1, statements
 
@@ -52,7 +52,7 @@ async def test_get_urls_resolves_every_kind_of_value_in_one_query(
 
 async def test_get_urls_of_a_thousand_ids_is_one_query(cache: MediaCache) -> None:
     ids = await cache.cache_images([f"https://example.com/{i}.jpg" for i in range(1000)])
-    with count_queries(cache) as statements:
+    async with count_queries(cache) as statements:
         urls = await cache.get_urls(ids)
     assert urls == [f"https://example.com/{i}.jpg" for i in range(1000)]
     assert len(statements) == 1
@@ -72,7 +72,7 @@ async def test_s3_urls_are_presigned_locally_in_one_query_with_no_request_to_the
           "r2_bucket_name": "media"}
     async with MediaCache(make_settings(**s3)) as cache:
         pending = await cache.cache_image("https://cdn.example.com/a.jpg")
-        with count_queries(cache) as statements:
+        async with count_queries(cache) as statements:
             urls = await asyncio.wait_for(cache.get_urls([pending, "legacy/covers/1.jpg", None]), 2)
         assert len(statements) == 1
         assert urls[0] == "https://cdn.example.com/a.jpg" and urls[2] is None

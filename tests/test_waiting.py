@@ -62,7 +62,7 @@ async def test_wait_counts_an_unknown_asset_as_final(cache: MediaCache) -> None:
 
 async def test_200_waiters_on_nothing_share_a_few_queries(cache: MediaCache, origin: Origin) -> None:
     ids = await cache.cache_images([origin.url(f"/media/{i}.jpg") for i in range(200)])
-    with count_queries(cache) as statements:
+    async with count_queries(cache) as statements:
         results = await asyncio.gather(*(cache.wait([i], timeout_s=2.0) for i in ids))
     assert all(r.not_final == [i] for r, i in zip(results, ids, strict=True))
     # One read for all 200 on arrival (they coalesce); no fallback read within 2 s.
@@ -73,7 +73,7 @@ async def test_200_waiters_while_assets_finish_share_the_reads(
         make_settings: SettingsFactory, start_worker: WorkerFactory, origin: Origin) -> None:
     async with MediaCache(make_settings()) as waiters, MediaCache(make_settings()) as producer:
         ids = await producer.cache_images([origin.url(f"/media/{i}.jpg?size=2000") for i in range(200)])
-        with count_queries(waiters) as statements:
+        async with count_queries(waiters) as statements:
             pending = [asyncio.create_task(waiters.wait([i], timeout_s=60)) for i in ids]
             await asyncio.sleep(0.1)
             await start_worker(producer, concurrency=20)

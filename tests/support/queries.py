@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -22,8 +23,8 @@ def _ours(query: str) -> bool:
         marker in query for marker in _INTROSPECTION)
 
 
-@contextmanager
-def count_queries(cache: MediaCache) -> Iterator[list[str]]:
+@asynccontextmanager
+async def count_queries(cache: MediaCache) -> AsyncIterator[list[str]]:
     """The SQL statements `cache` sends while the block runs: those SQLAlchemy executes, and on
     PostgreSQL those sent through asyncpg directly (db/driver.py), which SQLAlchemy never sees."""
     statements: list[str] = []
@@ -49,6 +50,8 @@ def count_queries(cache: MediaCache) -> Iterator[list[str]]:
     event.listen(engine.pool, "checkout", on_checkout)
     try:
         yield statements
+        # asyncpg hands each logged statement to its loggers with call_soon: let them run.
+        await asyncio.sleep(0)
     finally:
         event.remove(engine, "before_cursor_execute", on_execute)
         event.remove(engine.pool, "checkout", on_checkout)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
@@ -19,9 +19,17 @@ _UNDEFINED_TABLE = "42P01"
 @asynccontextmanager
 async def transaction(engine: AsyncEngine, display_url: str) -> AsyncIterator[AsyncConnection]:
     """`engine.begin()`; an unreachable database, a refused write or a failed query raise DatabaseError."""
-    try:
+    with database_errors(engine, display_url):
         async with engine.begin() as conn:
             yield conn
+
+
+@contextmanager
+def database_errors(engine: AsyncEngine, display_url: str) -> Iterator[None]:
+    """SQLAlchemy's and the driver's errors inside the block as DatabaseError (NotMigratedError for
+    a database without the tables)."""
+    try:
+        yield
     except DBAPIError as exc:
         if _is_missing_table(exc) or _is_missing_sqlite_file(exc, engine):
             # Typically a data directory other than the one migrated (it follows the current
