@@ -102,7 +102,13 @@ async def test_jobs_survive_a_primary_kill_and_lost_ones_come_back_through_recon
     print(f"SENTINEL-FAILOVER outcomes={Counter(status for _, _, status in completions)} "
           f"completions_per_job={Counter(per_job.values())}")
     assert set(per_job) == {str(i) for i in all_ids}
-    assert set(per_job.values()) == {1}, per_job.most_common(3)
+    # A completion the old primary acknowledged and did not pass to the replica is lost with it:
+    # the new primary still has that job active, and delivers it again once it stalls. That
+    # delivery finds its asset CACHED and ends as "skipped", downloading and storing nothing, so
+    # each job is done (downloaded, stored, recorded) once, whatever the number of its deliveries.
+    cached_per_job = Counter(job_id for _, job_id, status in completions if status == "cached")
+    assert set(cached_per_job.values()) <= {1}, cached_per_job.most_common(3)
+    assert {status for _, job_id, status in completions if per_job[job_id] > 1} <= {"cached", "skipped"}
     objects = Counter(p.parent.name for p in (settings.objects_dir / "media").glob("*/*"))
     assert len(objects) == ASSETS and set(objects.values()) == {1}
     # The failover itself is Sentinel's timers (down-after 1000 ms); the worker follows at once.
