@@ -11,7 +11,6 @@ import time
 import uuid
 from typing import Any
 
-from bullmq import Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError
 
 from mediacache.broker.connection import worker_connection
@@ -22,6 +21,7 @@ from mediacache.errors import FetchError, FinalFailureError, LeaseHeldError, Med
 from mediacache.fetching.fetch import Fetcher
 from mediacache.service import MediaCache
 from mediacache.settings import Settings
+from mediacache.worker.chaining import ChainingWorker
 from mediacache.worker.delivery import delivery_of
 from mediacache.worker.handler import CacheJobHandler
 from mediacache.worker.node_names import make_worker_visible_to_node
@@ -44,7 +44,7 @@ class CacheWorker:
         self.handler = CacheJobHandler(self.settings, backends.assets, backends.store, self.fetcher,
                                        after_cached=self._queue_derive if self.settings.derive_enabled else None)
         self.politeness = politeness or Politeness(self.settings)
-        self._worker: Worker | None = None
+        self._worker: ChainingWorker | None = None
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[Any]] = set()
         self._handing_back = False
@@ -67,7 +67,7 @@ class CacheWorker:
     async def start(self) -> None:
         await self.check()
         lock_ms = self.settings.lock_duration_ms
-        self._worker = Worker(QUEUE_NAME, self._process, {
+        self._worker = ChainingWorker(QUEUE_NAME, self._process, {
             "connection": worker_connection(self.settings),
             "prefix": self.settings.queue_prefix,
             "concurrency": self.concurrency,
