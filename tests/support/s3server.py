@@ -152,7 +152,9 @@ def delete_bucket(server: S3Server, bucket: str) -> None:
                            client_options={"allow_http": True})
     for batch in obstore.list(store):
         obstore.delete(store, [meta["path"] for meta in batch])
-    _check(signed_request(server, "DELETE", f"/{bucket}"), f"delete bucket {bucket}")
+    # SeaweedFS drops the bucket's collection with its volumes: seconds, or a minute after a soak
+    # wrote tens of GiB into it.
+    _check(signed_request(server, "DELETE", f"/{bucket}", timeout_s=180.0), f"delete bucket {bucket}")
 
 
 # ---- the server process, shared by every test session on this machine ---------------------------
