@@ -94,12 +94,14 @@ class Workload:
 
 
 UNLIMITED_HOSTS = {"MEDIACACHE_HOST_LIMITS": "*=unlimited"}
+# The default MEDIACACHE_MAX_BYTES (512 MiB) refuses a 1 GiB file, as it should.
+BIG_ENOUGH = {"MEDIACACHE_MAX_BYTES": str(2 * 2**30)}
 FULL = {
     "small": Workload("small", 2000, 51200, ((16, 1), (16, 2))),
     "latency": Workload("latency", 5000, 51200, ((16, 1), (64, 1), (256, 1), (512, 1)), "delay_ms=100",
                         mc_settings=UNLIMITED_HOSTS),
     "video": Workload("video", 20, 50 * MiB, ((4, 1),)),
-    "bigfile": Workload("bigfile", 1, 1024 * MiB, ((4, 1),), impls=("mediacache",)),
+    "bigfile": Workload("bigfile", 1, 1024 * MiB, ((4, 1),), impls=("mediacache",), mc_settings=BIG_ENOUGH),
 }
 QUICK = {
     "small": Workload("small", 60, 51200, ((4, 1), (4, 2))),

@@ -314,8 +314,6 @@ def main() -> None:
         ok = checked = 0
         if args.verify > 0:
             ok, checked = asyncio.run(verify(env, args.verify))
-        if env["MEDIACACHE_STORAGE"] == "s3" and not args.keep:
-            asyncio.run(empty_bucket(env))
 
     total_s = samples[-1]["t_s"]
     summary: dict[str, Any] = {
@@ -339,6 +337,14 @@ def main() -> None:
         args.results.parent.mkdir(parents=True, exist_ok=True)
         with args.results.open("a") as f:
             f.write(json.dumps(summary) + "\n")
+    # After the summary is out: emptying the bucket of a long soak can take minutes, and its
+    # failure loses nothing the run measured.
+    if env["MEDIACACHE_STORAGE"] == "s3" and not args.keep:
+        try:
+            asyncio.run(empty_bucket(env))
+        except Exception as exc:
+            print(f"soak: could not empty the bucket {env['R2_BUCKET_NAME']} ({exc!r}); the next "
+                  "bench/run_bench.py or soak run empties it first", file=sys.stderr)
     if counts["cached"] != expected_cached or ok != checked:
         print(f"soak: {counts['cached']} cached where {expected_cached} were expected, "
               f"{ok}/{checked} sampled objects match the origin", file=sys.stderr)
