@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 # S3 wants parts of at least 5 MiB (all but the last) and at most 10,000 of them: 8 MiB parts allow
 # objects up to 78 GiB, and memory stays near part size x (concurrent parts + 1) whatever the size.
 PART_SIZE_BYTES = 8 * 1024 * 1024
-MAX_CONCURRENT_PARTS = 4
+# Three in flight: a 1 GiB upload peaks about 142 MiB of worker RSS (four: about 151), and four
+# files at once keep SeaweedFS as busy as before (bench/compare.py --only video --only bigfile).
+MAX_CONCURRENT_PARTS = 3
 # Each chunk handed to obstore costs a trip through the GIL from Rust; download chunks (about 64 KiB)
 # are joined into batches of this size first.
 _FEED_BATCH_BYTES = 1024 * 1024
