@@ -29,6 +29,10 @@ KEEP_FAILED = {"age": 7 * 24 * 3600}
 # Removals in flight at once: retry-failed and reconcile remove thousands of old jobs, and one
 # round trip after another would take seconds.
 _REMOVE_BATCH = 100
+# A job whose asset was just recorded FAILED may still be active (locked) for the moment its worker
+# takes to move it to failed, and BullMQ will not remove a locked job: requeue waits this long.
+_REQUEUE_SETTLE_S = 5.0
+_REQUEUE_POLL_S = 0.05
 
 log = logging.getLogger("mediacache.queue")
 
@@ -149,7 +153,20 @@ class JobQueue:
         """Adds fresh jobs for assets whose old job may still sit in Redis (failed or completed):
         BullMQ ignores an add whose job id exists, so the old job is removed first."""
         await self.ensure_bound()
-        await self.remove([asset_id for asset_id, _ in items])
+        ids = [asset_id for asset_id, _ in items]
+        await self.remove(ids)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _REQUEUE_SETTLE_S
+        # The add of a job whose old one is still there would be ignored, and the asset left PENDING
+        # without a job until reconciliation: remove again once its worker has let go of it.
+        while held := [i for i, state in (await self.job_states(ids)).items() if state != "missing"]:
+            if loop.time() > deadline:
+                log.warning("%d jobs were still held by a worker after %.0f s; reconciliation will requeue "
+                            "their assets", len(held), _REQUEUE_SETTLE_S)
+                break
+            await asyncio.sleep(_REQUEUE_POLL_S)
+            await self.remove(held)
+            ids = held
         await self.add_bulk(items)
 
     async def remove(self, ids: Sequence[uuid.UUID]) -> None:
