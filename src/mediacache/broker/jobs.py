@@ -153,20 +153,21 @@ class JobQueue:
         """Adds fresh jobs for assets whose old job may still sit in Redis (failed or completed):
         BullMQ ignores an add whose job id exists, so the old job is removed first."""
         await self.ensure_bound()
-        ids = [asset_id for asset_id, _ in items]
-        await self.remove(ids)
+        held = await self._present([asset_id for asset_id, _ in items])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _REQUEUE_SETTLE_S
         # The add of a job whose old one is still there would be ignored, and the asset left PENDING
         # without a job until reconciliation: remove again once its worker has let go of it.
-        while held := [i for i, state in (await self.job_states(ids)).items() if state != "missing"]:
+        while held:
+            await self._remove_jobs(held)
+            held = await self._present(held)
+            if not held:
+                break
             if loop.time() > deadline:
                 log.warning("%d jobs were still held by a worker after %.0f s; reconciliation will requeue "
                             "their assets", len(held), _REQUEUE_SETTLE_S)
                 break
             await asyncio.sleep(_REQUEUE_POLL_S)
-            await self.remove(held)
-            ids = held
         await self.add_bulk(items)
 
     async def remove(self, ids: Sequence[uuid.UUID]) -> None:
@@ -176,7 +177,13 @@ class JobQueue:
         finished jobs briefly (KEEP_COMPLETED) and most ids a cleanup names have none. BullMQ's
         removal script, run anyway, cost cleanup about 200 µs of CPU per asset, two thirds of it.
         """
-        present = [i for i, state in (await self.job_states(ids)).items() if state != "missing"]
+        await self._remove_jobs(await self._present(ids))
+
+    async def _present(self, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """Those of `ids` whose job Redis still holds, in one pipelined look-up."""
+        return [i for i, state in (await self.job_states(ids)).items() if state != "missing"]
+
+    async def _remove_jobs(self, present: Sequence[uuid.UUID]) -> None:
         try:
             for start in range(0, len(present), _REMOVE_BATCH):
                 await asyncio.gather(*(self._queue.remove(str(i)) for i in present[start:start + _REMOVE_BATCH]))
