@@ -30,7 +30,8 @@ class Backends:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine: AsyncEngine = create_engine(settings.sqlalchemy_url, pgbouncer=settings.db_pgbouncer)
+        self.engine: AsyncEngine = create_engine(settings.sqlalchemy_url, pool_size=settings.db_pool_size,
+                                                   pgbouncer=settings.db_pgbouncer)
         self.assets = AssetRepository(self.engine, settings.database_display, settings.webhook_url_list,
                                       content_dedup=settings.dedup)
         self.outbox = OutboxRepository(self.engine, settings.database_display)

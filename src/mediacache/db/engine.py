@@ -8,8 +8,9 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 
-def create_engine(url: str, *, pool_size: int = 10, pgbouncer: bool = False) -> AsyncEngine:
-    """`pgbouncer=True` (MEDIACACHE_DB_PGBOUNCER) when `url` points at PgBouncer in transaction or
+def create_engine(url: str, *, pool_size: int = 20, pgbouncer: bool = False) -> AsyncEngine:
+    """At most `pool_size` connections (MEDIACACHE_DB_POOL_SIZE), opened as needed and then kept;
+    `pgbouncer=True` (MEDIACACHE_DB_PGBOUNCER) when `url` points at PgBouncer in transaction or
     statement mode."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -18,7 +19,11 @@ def create_engine(url: str, *, pool_size: int = 10, pgbouncer: bool = False) -> 
     # No pool_pre_ping: with asyncpg it costs a transaction round trip on every checkout. A
     # connection that died (database restart) fails its statement, SQLAlchemy drops it from the
     # pool, and the caller's DatabaseError is retried like any other transient failure.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
+    # No overflow: SQLAlchemy closes an overflow connection as soon as it comes back, so a worker
+    # whose statements outnumber the kept connections now and then opened and closed PostgreSQL
+    # connections all day (bench/soak.py saw the count swing by 4). Keeping every connection it
+    # opens costs idle connections, not more of them.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_recycle=1800,
                                connect_args=pgbouncer_connect_args() if pgbouncer else {})
 
 

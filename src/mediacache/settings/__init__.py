@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     data_dir: Path = _var("MEDIACACHE_DATA_DIR", Path(".mediacache"))
     # PgBouncer in transaction mode: asyncpg must not keep prepared statements (db/engine.py).
     db_pgbouncer: bool = _var("MEDIACACHE_DB_PGBOUNCER", False)
+    # Connections one process keeps to the database, at most (db/engine.py).
+    db_pool_size: int = _var("MEDIACACHE_DB_POOL_SIZE", 20, ge=1, le=1000)
 
     # Storage: the original design's R2 variables, and any S3-compatible store.
     storage: Literal["local", "s3"] | None = _var("MEDIACACHE_STORAGE", None)
