@@ -47,12 +47,14 @@ def side_env(side: str, tmp: Path, src: str | None, settings: dict[str, str]) ->
     return env
 
 
-async def run_side(env: dict[str, str], urls: list[str], pid: int, delay_s: float, timeout_s: float) -> dict[str, float]:
+async def run_side(env: dict[str, str], urls: list[str], pid: int, delay_s: float,
+                   timeout_s: float) -> dict[str, float]:
     from mediacache import MediaCache
     from mediacache.settings import Settings
 
-    settings = Settings(_env_file=None, **{k: v for k, v in env.items()  # type: ignore[call-arg]
-                                           if k.startswith(("MEDIACACHE_", "REDIS_", "R2_", "S3_", "DATABASE_"))})
+    values: dict[str, Any] = {k: v for k, v in env.items()
+                              if k.startswith(("MEDIACACHE_", "REDIS_", "R2_", "S3_", "DATABASE_"))}
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
     async with MediaCache(settings) as cache:
         await cache.backends.queue.ping()
         await cache.cache_stats()
