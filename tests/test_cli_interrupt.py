@@ -13,7 +13,7 @@ import pytest
 # imitates code that catches the cancel and carries on (as a library did under cleanup).
 _SCRIPT = textwrap.dedent("""
     import asyncio, sys
-    from mediacache.cli.running import run_interruptible
+    from mediacache.cli.running import event_loop_factory, run_interruptible
 
     async def command(swallow: bool) -> str:
         print("ready", flush=True)
@@ -25,12 +25,13 @@ _SCRIPT = textwrap.dedent("""
             await asyncio.sleep(0.2)
         return "finished"
 
-    print(run_interruptible(lambda: command(sys.argv[1] == "swallow")), flush=True)
+    print(run_interruptible(lambda: command(sys.argv[1] == "swallow"), loop_factory=event_loop_factory(sys.argv[2])),
+          flush=True)
 """)
 
 
-def _interrupt(mode: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, mode], stdout=subprocess.PIPE,
+def _interrupt(mode: str, loop: str = "asyncio") -> subprocess.CompletedProcess[str]:
+    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, mode, loop], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
@@ -42,9 +43,10 @@ def _interrupt(mode: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("mode", ["cancel", "swallow"])
-def test_a_ctrl_c_ends_the_command_as_an_interrupt_even_if_the_cancel_is_swallowed(mode: str) -> None:
-    done = _interrupt(mode)
+def test_a_ctrl_c_ends_the_command_as_an_interrupt_even_if_the_cancel_is_swallowed(mode: str, loop: str) -> None:
+    done = _interrupt(mode, loop)
     assert "finished" not in done.stdout  # never reported as a success
     assert "KeyboardInterrupt" in done.stderr, done.stderr
     assert done.returncode != 0

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from mediacache.cli.logs import LogFormat, error_line, setup_logging
-from mediacache.cli.running import run_interruptible
+from mediacache.cli.running import event_loop_factory, run_interruptible
 from mediacache.cli.sizes import parse_size
 from mediacache.domain import CacheStatus, parse_asset_id
 from mediacache.errors import InvalidArgumentError, MediaCacheError, NotMigratedError
@@ -80,8 +80,9 @@ def _setup_logging(settings: Settings, log_format: LogFormat | None = None) -> N
     setup_logging(log_format or settings.log_format)
 
 
-def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    return run_interruptible(coro_fn)
+def _run(coro_fn: Callable[[], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Runs a command; the long-running ones pass their settings to run on MEDIACACHE_EVENT_LOOP."""
+    return run_interruptible(coro_fn, loop_factory=event_loop_factory(settings.event_loop) if settings else None)
 
 
 @db_app.command("upgrade")
@@ -119,7 +120,7 @@ def worker(
 
         raise typer.Exit(supervise(concurrency, processes, settings.shutdown_grace_s,
                                    log_format=log_format or settings.log_format, queue=queue.value))
-    _run(lambda: _worker_main(settings, concurrency, queue))
+    _run(lambda: _worker_main(settings, concurrency, queue), settings)
 
 
 @app.command()
@@ -144,7 +145,7 @@ def serve(
     if settings.sqlalchemy_url.startswith("sqlite"):
         upgrade(settings)
     with redis_or_embedded(settings):
-        _run(lambda: _serve_main(settings, host, port, not no_worker))
+        _run(lambda: _serve_main(settings, host, port, not no_worker), settings)
 
 
 async def _serve_main(settings: Settings, host: str, port: int, run_worker: bool) -> None:

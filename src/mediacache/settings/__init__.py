@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     lock_duration_ms: int = _var("MEDIACACHE_LOCK_DURATION_MS", 30000, ge=1000)
     shutdown_grace_s: float = _var("MEDIACACHE_SHUTDOWN_GRACE_S", 25.0, gt=0)
     reconcile_interval_s: float = _var("MEDIACACHE_RECONCILE_INTERVAL_S", 60.0, ge=0)
+    # The loop of `mediacache worker` and `serve` (cli/running.py): uvloop where installed.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = _var("MEDIACACHE_EVENT_LOOP", "auto")
 
     # Per-host politeness (fetching/host_rules.py, worker/politeness.py).
     host_limits: str = _var("MEDIACACHE_HOST_LIMITS", "")

@@ -94,9 +94,10 @@ class CacheWorker:
         # left out of the collector's full passes, which otherwise walk it every few seconds
         # (about 35 ms each here) and stall every download in flight.
         gc.freeze()
-        log.info("worker ready pid=%d queue=%s concurrency=%d redis=%s database=%s storage=%s",
+        log.info("worker ready pid=%d queue=%s concurrency=%d redis=%s database=%s storage=%s loop=%s",
                  os.getpid(), QUEUE_NAME, self.concurrency, self.settings.redis_display,
-                 self.settings.database_display, self.cache.backends.store.name)
+                 self.settings.database_display, self.cache.backends.store.name,
+                 type(asyncio.get_running_loop()).__module__.split(".")[0])
 
     async def _process(self, job: Any, token: str) -> dict[str, Any]:
         use_short_stacktraces(job)
