@@ -209,7 +209,10 @@ def run_one(impl: str, workload: Workload, concurrency: int, workers: int, *, no
         return {**base, "error": f"exit {proc.returncode}: {stderr[-1500:]}"}
     record: dict[str, Any] = {**json.loads(lines[-1]), "impl": base["impl"]}
     if proc.returncode != 0:
-        record["error"] = f"exit {proc.returncode} after the run (sha256 check?): {stderr[-500:]}"
+        failed = int(record.get("failed") or 0)
+        verify = [line for line in stderr.splitlines() if line.startswith("verify:")]
+        why = f"{failed} of {record.get('n')} assets failed" if failed else (verify or ["see its stderr"])[-1]
+        record["error"] = f"exit {proc.returncode} after the run, {why}: {stderr[-500:]}"
     return record
 
 
