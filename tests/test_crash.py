@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from mediacache.domain import CacheStatus
 from mediacache.errors import QueueUnavailableError
 from mediacache.service import MediaCache
+from tests.support.assets import all_in
 from tests.support.origin import Origin, sha256_of
 from tests.support.processes import PrivateRedis, spawn_worker, wait_for_log
 from tests.support.services import REDIS_HOST, REDIS_PORT, SettingsFactory, WorkerFactory
@@ -25,10 +26,6 @@ FAST_RECOVERY = {"lock_duration_ms": 2000, "lease_s": 3.0}
 async def _status(mc: MediaCache, asset_id: uuid.UUID) -> CacheStatus | None:
     rec = await mc.get_asset(asset_id)
     return None if rec is None else rec.status
-
-
-async def _all_cached(mc: MediaCache, ids: list[uuid.UUID]) -> bool:
-    return all([await _status(mc, i) is CacheStatus.CACHED for i in ids])
 
 
 def _objects_of(mc: MediaCache, asset_id: uuid.UUID) -> list[Path]:
@@ -102,7 +99,7 @@ async def test_redis_outage_refuses_new_work_clearly_and_finishes_everything_aft
         # The worker keeps running through the outage; what it holds finishes into the database.
         private_redis.start()
         late = await asyncio.wait_for(mc.cache_image(origin.url("/media/98.jpg?size=1000")), 15)
-        await wait_until(lambda: _all_cached(mc, [*ids, late]), timeout_s=90, what="every asset after the outage")
+        await wait_until(lambda: all_in(mc, [*ids, late]), timeout_s=90, what="every asset after the outage")
         stats = await mc.cache_stats()
         assert (stats.cached, stats.total, stats.downloading, stats.pending) == (25, 25, 0, 0)
 
@@ -129,14 +126,14 @@ async def test_lost_jobs_are_requeued_by_reconciliation(
         await client.aclose()
         # This time nobody runs the command: the workers' periodic reconciliation finds them.
         await start_worker(mc)
-        await wait_until(lambda: _all_cached(mc, ids), timeout_s=60, what="periodic reconciliation")
+        await wait_until(lambda: all_in(mc, ids), timeout_s=60, what="periodic reconciliation")
 
 
 async def test_gc_finds_orphans_and_missing_objects_and_reconcile_repairs(
         cache: MediaCache, start_worker: WorkerFactory, origin: Origin) -> None:
     ids = await cache.cache_images([origin.url(f"/media/{i}.jpg?size=2000") for i in range(3)])
     await start_worker()
-    await wait_until(lambda: _all_cached(cache, ids), what="three assets")
+    await wait_until(lambda: all_in(cache, ids), what="three assets")
 
     async def chunks() -> object:
         yield b"orphan"
@@ -164,7 +161,7 @@ async def test_gc_finds_orphans_and_missing_objects_and_reconcile_repairs(
 
     report = await cache.reconcile(requeue_missing=True)
     assert report.missing_objects == [(str(ids[1]), gone.cache_key)] and report.requeued_missing == 1
-    await wait_until(lambda: _all_cached(cache, ids), what="the repaired asset")
+    await wait_until(lambda: all_in(cache, ids), what="the repaired asset")
     assert (await cache.collect_garbage(dry_run=True)).dangling_rows == []
 
 

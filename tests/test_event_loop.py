@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import signal
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 import uvloop
 
 from mediacache.cli.running import event_loop_factory
-from mediacache.domain import CacheStatus
 from mediacache.errors import ConfigError
 from mediacache.service import MediaCache
+from tests.support.assets import all_in
 from tests.support.origin import Origin, sha256_of
 from tests.support.processes import spawn_worker, wait_for_log
 from tests.support.services import SettingsFactory
@@ -34,11 +33,6 @@ def test_without_uvloop_auto_falls_back_and_an_explicit_uvloop_names_the_fix(mon
         event_loop_factory("uvloop")
 
 
-async def _cached(mc: MediaCache, asset_id: uuid.UUID) -> bool:
-    rec = await mc.get_asset(asset_id)
-    return rec is not None and rec.status is CacheStatus.CACHED
-
-
 @pytest.mark.parametrize(("setting", "loop"), [(None, "uvloop"), ("asyncio", "asyncio")])
 async def test_the_worker_downloads_on_the_chosen_loop(setting: str | None, loop: str, make_settings: SettingsFactory,
                                                        origin: Origin, tmp_path: Path) -> None:
@@ -49,7 +43,7 @@ async def test_the_worker_downloads_on_the_chosen_loop(setting: str | None, loop
         proc = spawn_worker(settings, log, **({"MEDIACACHE_EVENT_LOOP": setting} if setting else {}))
         try:
             await wait_for_log(log, "worker ready", proc)
-            await wait_until(lambda: _cached(mc, asset_id), timeout_s=30, what="the download")
+            await wait_until(lambda: all_in(mc, [asset_id]), timeout_s=30, what="the download")
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)

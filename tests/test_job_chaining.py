@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
+import asyncio
 from typing import Any
 
-from mediacache.domain import CacheStatus
 from mediacache.service import MediaCache
+from tests.support.assets import all_in
 from tests.support.origin import Origin
 from tests.support.services import WorkerFactory
 from tests.support.waiting import wait_until
-
-
-async def _all_cached(cache: MediaCache, ids: list[uuid.UUID]) -> bool:
-    for asset_id in ids:
-        rec = await cache.get_asset(asset_id)
-        if rec is None or rec.status is not CacheStatus.CACHED:
-            return False
-    return True
 
 
 def _count_move_to_active(worker: Any) -> list[int]:
@@ -39,12 +31,17 @@ async def test_a_busy_queue_is_worked_through_with_few_separate_fetches(
     cw = await start_worker(concurrency=2)
     assert cw._worker is not None
     separate = _count_move_to_active(cw._worker)
-    await wait_until(lambda: _all_cached(cache, ids), timeout_s=60)
+    await wait_until(lambda: all_in(cache, ids), timeout_s=60)
     # Without chaining every job is one moveToActive (40); with it, each slot fetches separately
     # only when a finishing call brought nothing (the start, the empty queue at the end).
     assert separate[0] <= 8, separate[0]
-    stats = await cache.backends.queue.stats()
-    assert stats.completed == 40 and stats.active == 0
+
+    async def all_finished() -> bool:
+        # A row is CACHED one Redis call before its job is moved to completed.
+        stats = await cache.backends.queue.stats()
+        return stats.completed == 40 and stats.active == 0
+
+    await wait_until(all_finished, timeout_s=10, what="every job completed in BullMQ")
 
 
 async def test_stopping_leaves_no_fetched_job_active(
@@ -66,4 +63,39 @@ async def test_stopping_leaves_no_fetched_job_active(
     assert 4 <= stats.completed < len(ids)
     # And a new worker finishes the rest.
     await start_worker(concurrency=3)
-    await wait_until(lambda: _all_cached(cache, ids), timeout_s=90)
+    await wait_until(lambda: all_in(cache, ids), timeout_s=90)
+
+
+async def test_a_job_fetched_as_the_stop_begins_is_finished_before_the_worker_closes(
+        cache: MediaCache, origin: Origin, start_worker: WorkerFactory) -> None:
+    # Slow downloads (about 0.3 s each), so the fetched job is still running when the close begins.
+    ids = await cache.cache_images(
+        [origin.url(f"/slow/{7300 + n}.mp4?size=20000&chunk=10000&delay_ms=150") for n in range(10)])
+    cw = await start_worker(concurrency=1)
+    worker = cw._worker
+    assert worker is not None
+    chained = worker.backend.moveToCompleted
+    stopping: list[asyncio.Task[None]] = []
+
+    async def closing() -> bool:
+        return bool(worker.closing)
+
+    async def finish_then_stop(*args: Any, **kwargs: Any) -> Any:
+        done = await chained(*args, **kwargs)  # asked for the next job: the worker was not closing yet
+        if not stopping:
+            stopping.append(asyncio.create_task(cw.stop(grace_s=30)))
+            await wait_until(closing, timeout_s=10, what="the close to begin")
+        return done
+
+    worker.backend.moveToCompleted = finish_then_stop
+    await wait_until(lambda: _stopped(stopping), timeout_s=60, what="the worker to stop")
+    stats = await cache.backends.queue.stats()
+    # The job that came with the finishing call was worked to the end before the worker stopped.
+    assert stats.active == 0, stats
+    assert stats.completed == 2 and stats.waiting == len(ids) - 2, stats
+    await start_worker(concurrency=2)
+    await wait_until(lambda: all_in(cache, ids), timeout_s=60)
+
+
+async def _stopped(tasks: list[asyncio.Task[None]]) -> bool:
+    return bool(tasks) and tasks[0].done()

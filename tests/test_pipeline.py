@@ -9,6 +9,7 @@ import pytest
 
 from mediacache.domain import CacheStatus
 from mediacache.service import MediaCache
+from tests.support.assets import all_in
 from tests.support.origin import Origin, sha256_of
 from tests.support.s3_plugin import s3_settings_overrides
 from tests.support.services import SettingsFactory, WorkerFactory
@@ -16,11 +17,7 @@ from tests.support.waiting import wait_until
 
 
 async def _settled(cache: MediaCache, ids: list[uuid.UUID]) -> bool:
-    for asset_id in ids:
-        rec = await cache.get_asset(asset_id)
-        if rec is None or rec.status not in (CacheStatus.CACHED, CacheStatus.FAILED):
-            return False
-    return True
+    return await all_in(cache, ids, CacheStatus.CACHED, CacheStatus.FAILED)
 
 
 @pytest.fixture(params=["local", "s3"])
