@@ -15,6 +15,7 @@ from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -95,6 +96,26 @@ def worker_connection(settings: Settings) -> dict[str, Any] | aioredis.Redis:
     if settings.redis_sentinels:
         return sentinel_client(settings, role="worker", socket_timeout_s=WORKER_SOCKET_TIMEOUT_S)
     return settings.redis_connection()
+
+
+def worker_commands_client(settings: Settings, *, max_connections: int) -> aioredis.Redis | None:
+    """A pooled client for the bullmq Worker's non-blocking commands, or None where its own
+    client is pooled already (Sentinel: `worker_connection` is one pooled client for both).
+
+    From a dict, bullmq builds single-connection clients: every command of every job in flight
+    then waits for the one connection's lock and the reply before it. The retries are bullmq's
+    own for those clients, so a Redis that goes away for a while is ridden out as before.
+    """
+    if settings.redis_sentinels:
+        return None
+    conn = settings.redis_connection()
+    conn["socket_timeout"] = WORKER_SOCKET_TIMEOUT_S
+    connection_class = aioredis.SSLConnection if conn.pop("ssl", False) else aioredis.Connection
+    pool = aioredis.BlockingConnectionPool(
+        max_connections=max_connections, timeout=WORKER_SOCKET_TIMEOUT_S, connection_class=connection_class,
+        decode_responses=True, retry=Retry(ExponentialBackoff(cap=20, base=1), 20),
+        retry_on_error=[BusyLoadingError, RedisConnectionError, RedisTimeoutError], **conn)
+    return aioredis.Redis.from_pool(pool)
 
 
 def events_client(settings: Settings, *, socket_timeout_s: float | None) -> aioredis.Redis:

@@ -13,7 +13,7 @@ from typing import Any
 
 from bullmq.custom_errors import DelayedError, UnrecoverableError
 
-from mediacache.broker.connection import worker_connection
+from mediacache.broker.connection import worker_commands_client, worker_connection
 from mediacache.broker.jobs import QUEUE_NAME
 from mediacache.db.media_repository import derivable
 from mediacache.domain import CacheStatus
@@ -26,9 +26,13 @@ from mediacache.worker.delivery import delivery_of
 from mediacache.worker.handler import CacheJobHandler
 from mediacache.worker.node_names import make_worker_visible_to_node
 from mediacache.worker.politeness import Politeness
+from mediacache.worker.pooled_commands import pool_worker_commands
 from mediacache.worker.traces import use_short_stacktraces
 
 log = logging.getLogger("mediacache.worker")
+# Connections for the worker's commands beyond one per job in flight: lock renewals, the stalled
+# check and the announcements' neighbours never wait behind the jobs.
+COMMAND_CONNECTIONS_SPARE = 4
 
 
 class CacheWorker:
@@ -79,6 +83,9 @@ class CacheWorker:
             "autorun": False,
             "name": f"mediacache@{socket.gethostname()}:{os.getpid()}",
         })
+        commands = worker_commands_client(self.settings, max_connections=self.concurrency + COMMAND_CONNECTIONS_SPARE)
+        if commands is not None:
+            await pool_worker_commands(self._worker, commands)
         self._worker.on("failed", _on_failed)
         self._worker.on("error", _on_error)
         # Python bullmq names connections in a way Node's getWorkers() (bull-board) never matches.
