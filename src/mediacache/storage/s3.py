@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import uuid
@@ -153,7 +154,7 @@ class S3Store:
             await self._settle(key, upload, None)
             return len(body)
 
-        feed = _Feed(b"".join(first), source)
+        feed = _Feed(first, source)
         del first
         upload = asyncio.ensure_future(obstore.put_async(
             self._store, key, feed, attributes=attributes, use_multipart=True,
@@ -354,13 +355,16 @@ class _Feed:
     multipart upload.
     """
 
-    def __init__(self, first: bytes, source: AsyncIterator[bytes]) -> None:
-        self._first: bytes | None = first
+    def __init__(self, first: list[bytes], source: AsyncIterator[bytes]) -> None:
+        # The chunks read before the upload began, handed over in batches like the rest: joined
+        # at once they were a second copy of the first part (8 MiB) beside the chunks, at the
+        # moment a large file's memory peaks.
+        self._first = collections.deque(first)
         self._source = source
         self._exhausted = False
         self._aborted = False
         self._puller: asyncio.Task[object] | None = None
-        self.bytes_read = len(first)
+        self.bytes_read = sum(len(chunk) for chunk in first)
         self.source_error: BaseException | None = None
 
     def __aiter__(self) -> _Feed:
@@ -369,9 +373,13 @@ class _Feed:
     async def __anext__(self) -> bytes:
         if self._aborted:
             raise _UploadAborted("the upload was cancelled")
-        if self._first is not None:
-            first, self._first = self._first, None
-            return first
+        if self._first:
+            head = [self._first.popleft()]
+            head_bytes = len(head[0])
+            while self._first and head_bytes < _FEED_BATCH_BYTES:
+                head.append(self._first.popleft())
+                head_bytes += len(head[-1])
+            return head[0] if len(head) == 1 else b"".join(head)
         if self._exhausted:
             raise StopAsyncIteration
         batch: list[bytes] = []
