@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from common import cpu_seconds, start_workers, stop_workers
-from run_bench import BENCH_DB, bench_settings_env, origin_urls, parse_settings, reset, start_services
+from run_bench import BENCH_DB, bench_settings_env, origin_urls, parse_settings, reset, start_services, wait_settled
 
 SIDES = ("a", "b")
 
@@ -62,11 +62,7 @@ async def run_side(env: dict[str, str], urls: list[str], pid: int, delay_s: floa
         cpu0 = cpu_seconds(pid)
         t0 = time.perf_counter()
         await cache.cache_images(urls)
-        while True:
-            stats = await cache.cache_stats()
-            if stats.cached + stats.failed >= len(urls) or time.perf_counter() - t0 > timeout_s:
-                break
-            await asyncio.sleep(0.05)
+        stats = await wait_settled(cache, len(urls), t0, timeout_s)
         total_s = time.perf_counter() - t0
         cpu_s = cpu_seconds(pid) - cpu0
     return {"cpu_ms_per_asset": cpu_s / len(urls) * 1000, "assets_per_s": stats.cached / total_s,

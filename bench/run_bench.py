@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.support.s3server: bucket calls
@@ -115,6 +116,16 @@ async def reset(env: dict[str, str], *, flush_redis: bool = True) -> None:
         await asyncio.to_thread(create_bucket, server, env["R2_BUCKET_NAME"])
 
 
+async def wait_settled(cache: Any, n: int, t0: float, timeout_s: float) -> Any:
+    """Polls the cache's statistics every 50 ms until `n` assets are CACHED or FAILED, or
+    `timeout_s` after `t0` (perf_counter); returns the last statistics."""
+    while True:
+        stats = await cache.cache_stats()
+        if stats.cached + stats.failed >= n or time.perf_counter() - t0 > timeout_s:
+            return stats
+        await asyncio.sleep(0.05)
+
+
 async def timed(env: dict[str, str], urls: list[str], pids: list[int], timeout_s: float) -> dict[str, float]:
     os.environ.update(env)
     from mediacache import MediaCache
@@ -129,11 +140,7 @@ async def timed(env: dict[str, str], urls: list[str], pids: list[int], timeout_s
         t0 = time.perf_counter()
         await cache.cache_images(urls)
         enqueue_s = time.perf_counter() - t0
-        while True:
-            stats = await cache.cache_stats()
-            if stats.cached + stats.failed >= len(urls) or time.perf_counter() - t0 > timeout_s:
-                break
-            await asyncio.sleep(0.05)
+        stats = await wait_settled(cache, len(urls), t0, timeout_s)
         total_s = time.perf_counter() - t0
         cpu_s = sum(cpu_seconds(p) for p in pids) - cpu0
         if split_file:

@@ -80,15 +80,9 @@ def producer_client(settings: Settings) -> aioredis.Redis:
     """The JobQueue's client: one quick retry (a dropped idle connection), never minutes of them."""
     if settings.redis_sentinels:
         return sentinel_client(settings, role="producer", socket_timeout_s=PRODUCER_SOCKET_TIMEOUT_S)
-    conn = settings.redis_connection()
-    conn["socket_timeout"] = PRODUCER_SOCKET_TIMEOUT_S
     # A blocking pool makes calls beyond MAX_PRODUCER_CONNECTIONS wait for a connection.
-    connection_class = aioredis.SSLConnection if conn.pop("ssl", False) else aioredis.Connection
-    pool = aioredis.BlockingConnectionPool(
-        max_connections=MAX_PRODUCER_CONNECTIONS, timeout=PRODUCER_SOCKET_TIMEOUT_S,
-        connection_class=connection_class, decode_responses=True, retry=_retry("producer"),
-        health_check_interval=30, **conn)
-    return aioredis.Redis.from_pool(pool)
+    return _pooled_client(settings, max_connections=MAX_PRODUCER_CONNECTIONS, timeout_s=PRODUCER_SOCKET_TIMEOUT_S,
+                          retry=_retry("producer"), health_check_interval=30)
 
 
 def worker_connection(settings: Settings) -> dict[str, Any] | aioredis.Redis:
@@ -108,13 +102,20 @@ def worker_commands_client(settings: Settings, *, max_connections: int) -> aiore
     """
     if settings.redis_sentinels:
         return None
+    return _pooled_client(settings, max_connections=max_connections, timeout_s=WORKER_SOCKET_TIMEOUT_S,
+                          retry=Retry(ExponentialBackoff(cap=20, base=1), 20),
+                          retry_on_error=[BusyLoadingError, RedisConnectionError, RedisTimeoutError])
+
+
+def _pooled_client(settings: Settings, *, max_connections: int, timeout_s: float, **options: Any) -> aioredis.Redis:
+    """A client on a blocking pool of plain or TLS connections: a call beyond `max_connections`
+    waits up to `timeout_s` for one (also the socket time-out), rather than failing."""
     conn = settings.redis_connection()
-    conn["socket_timeout"] = WORKER_SOCKET_TIMEOUT_S
+    conn["socket_timeout"] = timeout_s
     connection_class = aioredis.SSLConnection if conn.pop("ssl", False) else aioredis.Connection
-    pool = aioredis.BlockingConnectionPool(
-        max_connections=max_connections, timeout=WORKER_SOCKET_TIMEOUT_S, connection_class=connection_class,
-        decode_responses=True, retry=Retry(ExponentialBackoff(cap=20, base=1), 20),
-        retry_on_error=[BusyLoadingError, RedisConnectionError, RedisTimeoutError], **conn)
+    pool = aioredis.BlockingConnectionPool(max_connections=max_connections, timeout=timeout_s,
+                                           connection_class=connection_class, decode_responses=True,
+                                           **options, **conn)
     return aioredis.Redis.from_pool(pool)
 
 
