@@ -60,12 +60,13 @@ def plot_latency(records: list[dict[str, Any]], out: Path) -> dict[str, int]:
         xs = [r["concurrency"] for r in mine]
         for ax, key in ((rate_ax, "assets_per_s"), (cpu_ax, "cpu_ms_per_asset")):
             ax.plot(xs, [r[key] for r in mine], color=color, label=label)
-            for r in mine:
+            for i, r in enumerate(mine):
                 ax.scatter([r["concurrency"]], [r[key]], color=color, marker=marker, zorder=3,
                            facecolors=color if r["eligible"] else "white")
                 if not r["eligible"] and ax is rate_ax:
+                    # Above and below the line in turn, so that the notes of neighbouring points do not overlap.
                     ax.annotate(str(r["why_not"]), (r["concurrency"], r[key]), textcoords="offset points",
-                                xytext=(4, 6), fontsize=7, color=color)
+                                xytext=(4, 6 if i % 2 == 0 else -14), fontsize=7, color=color)
     for ax, title, unit in ((rate_ax, "throughput", "assets/s"), (cpu_ax, "worker CPU per asset", "ms")):
         ax.set_xscale("log", base=2)
         concurrencies = sorted({r["concurrency"] for r in rows})
