@@ -158,7 +158,7 @@ async def verify(env: dict[str, str], sample: int) -> tuple[int, int]:
 
     ok = checked = 0
     async with MediaCache.from_env() as cache:
-        rows = await cache.backends.assets.cached_page(None, 100_000)
+        rows = await cache.backends.assets.upkeep.cached_page(None, 100_000)
         for asset_id, key in random.sample(rows, min(sample, len(rows))):
             rec = await cache.get_asset(asset_id)
             assert rec is not None and rec.status is CacheStatus.CACHED

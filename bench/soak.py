@@ -244,7 +244,7 @@ async def drive(env: dict[str, str], urls: list[str], pid: int, *, backlog: int,
                 batch = urls[enqueued:enqueued + min(BATCH, backlog - (enqueued - finished))]
                 await cache.cache_images(batch)
                 enqueued += len(batch)
-            by_status, _, _ = await assets.counts()
+            by_status, _, _ = await assets.reports.counts()
             cached, failed = by_status[CacheStatus.CACHED], by_status[CacheStatus.FAILED]
             finished = cached + failed
             now = time.perf_counter()

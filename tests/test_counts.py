@@ -77,9 +77,9 @@ async def test_counters_follow_every_change_even_concurrent_ones(cache: MediaCac
     await _assert_counts_match(cache)
 
     # A retry (FAILED -> PENDING), a repair (CACHED -> PENDING), deletions: all counted.
-    await cache.backends.assets.reset_failed(10)
-    cached = await cache.backends.assets.cached_page(None, 5)
-    await cache.backends.assets.uncache([i for i, _ in cached], error="gone")
+    await cache.backends.assets.upkeep.reset_failed(10)
+    cached = await cache.backends.assets.upkeep.cached_page(None, 5)
+    await cache.backends.assets.upkeep.uncache([i for i, _ in cached], error="gone")
     await cache.backends.assets.delete_ids(ids[:30])
     await _assert_counts_match(cache)
     assert (await cache.cache_stats()).total == 90

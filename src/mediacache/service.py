@@ -16,7 +16,6 @@ from mediacache.apptables.service import AppTables
 from mediacache.backends import Backends
 from mediacache.broker.owner import Role
 from mediacache.db.columns import utcnow
-from mediacache.db.media_repository import DerivativeRow, MediaResolvable
 from mediacache.db.repository import Request
 from mediacache.db.schema import check_migrated
 from mediacache.domain import CacheStatus, MediaState, parse_asset_id
@@ -27,7 +26,6 @@ from mediacache.errors import (
     InvalidArgumentError,
     QueueUnavailableError,
     RecordNotFoundError,
-    StorageError,
     UnsafeKeyError,
 )
 from mediacache.fetching.expiry import expires_later
@@ -55,6 +53,7 @@ from mediacache.records import (
 )
 from mediacache.settings import Settings, load_settings
 from mediacache.storage.existing import stored_keys
+from mediacache.storage.resolution import UrlResolver
 
 log = logging.getLogger("mediacache")
 
@@ -64,14 +63,6 @@ AT_RISK_S = 15 * 60
 RETRY_BATCH = 1000
 
 
-def pick_derivative(derivatives: Sequence[DerivativeRow], kind: str, width: int | None) -> DerivativeRow | None:
-    """The narrowest derivative of `kind` at least `width` wide; without a width, the widest."""
-    fitting = [d for d in derivatives if d.kind == kind and (width is None or d.width >= width)]
-    if not fitting:
-        return None
-    return min(fitting, key=lambda d: d.width) if width is not None else max(fitting, key=lambda d: d.width)
-
-
 class MediaCache:
     """`async with MediaCache.from_env() as cache: asset_id = await cache.cache_image(url)`."""
 
@@ -79,6 +70,7 @@ class MediaCache:
         self.settings = settings
         self._backends = Backends(settings)
         self._apps = AppTables(self, self._backends.engine, self._backends.store)
+        self._resolver = UrlResolver(self._backends.store, settings.url_ttl_s)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> MediaCache:
@@ -260,39 +252,8 @@ class MediaCache:
                                            else await self._backends.assets.resolvables(ids))
         legacy = {str(v) for v, p in zip(values, parsed, strict=True) if p is None and v}
         stored = await stored_keys(self._backends.store, legacy) if legacy_must_exist else legacy
-        return self._urls(values, parsed, originals, assets, stored,
+        return self._resolver.urls(values, parsed, originals, assets, stored,
                           kind="poster" if poster else "thumb", width=width, sized=sized)
-
-    def _urls(self, values: Sequence[str | uuid.UUID | None], parsed: Sequence[uuid.UUID | None],
-              originals: Sequence[str | None], assets: Mapping[uuid.UUID, Any], stored: set[str], *, kind: str,
-              width: int | None, sized: bool) -> list[str | None]:
-        store = self._backends.store
-        ttl_s = self.settings.url_ttl_s
-        out: list[str | None] = []
-        # Our own keys are signed together at the end; the slots they go to wait as None.
-        signed_at: list[int] = []
-        keys: list[str] = []
-        for value, asset_id, original in zip(values, parsed, originals, strict=True):
-            if asset_id is not None:
-                asset = assets.get(asset_id)
-                if asset is not None and asset.status is CacheStatus.CACHED and asset.cache_key:
-                    chosen = pick_derivative(asset.derivatives, kind, width) if sized else None
-                    signed_at.append(len(out))
-                    keys.append(chosen.cache_key if chosen else asset.cache_key)
-                    out.append(None)
-                else:
-                    out.append(original or (asset.original_url if asset else None))
-            elif value and str(value) in stored:
-                try:
-                    out.append(store.url(str(value), ttl_s=ttl_s))
-                except StorageError:
-                    # A malformed legacy key cannot name an object; fall back as for no value.
-                    out.append(original)
-            else:
-                out.append(original)
-        for position, url in zip(signed_at, store.urls(keys, ttl_s=ttl_s), strict=True):
-            out[position] = url
-        return out
 
     async def has_object(self, key: str) -> bool:
         """Whether an object is stored under the storage key `key` (False for a key that is not safe)."""
@@ -312,25 +273,12 @@ class MediaCache:
         parsed = [parse_asset_id(v) for v in values]
         assets = await self._backends.media.resolvables([p for p in parsed if p is not None])
         legacy = {str(v) for v, p in zip(values, parsed, strict=True) if p is None and v}
-        urls = self._urls(values, parsed, original_urls, assets, legacy, kind="thumb", width=None, sized=False)
+        urls = self._resolver.urls(values, parsed, original_urls, assets, legacy, kind="thumb", width=None, sized=False)
         out: list[tuple[str | None, MediaInfo | None]] = []
         for url, asset_id in zip(urls, parsed, strict=True):
             asset = assets.get(asset_id) if asset_id is not None else None
-            out.append((url, self._media_info(asset) if asset is not None else None))
+            out.append((url, self._resolver.media_info(asset) if asset is not None else None))
         return out
-
-    def _media_info(self, asset: MediaResolvable) -> MediaInfo | None:
-        if asset.status is not CacheStatus.CACHED or asset.media_state is None:
-            return None
-        m = asset.metadata
-        links = [{"width": d.width, "height": d.height, "url": self._derivative_url(d)} for d in asset.derivatives]
-        kinds = [d.kind for d in asset.derivatives]
-        return MediaInfo(width=m.width, height=m.height, placeholder=m.placeholder, duration_s=m.duration_s,
-                         thumbnails=[x for x, k in zip(links, kinds, strict=True) if k == "thumb"],
-                         posters=[x for x, k in zip(links, kinds, strict=True) if k == "poster"])
-
-    def _derivative_url(self, d: DerivativeRow) -> str:
-        return self._backends.store.url(d.cache_key, ttl_s=self.settings.url_ttl_s)
 
     async def get_asset(self, asset_id: str | uuid.UUID) -> AssetRecord | None:
         """The asset's record, with its metadata and derivatives (each with a URL to fetch it by)."""
@@ -343,7 +291,7 @@ class MediaCache:
         rows = (await self._backends.media.derivatives_of([parsed])).get(parsed, [])
         return dataclasses.replace(rec, derivatives=[
             {"kind": d.kind, "width": d.width, "height": d.height, "content_type": d.content_type,
-             "url": self._derivative_url(d)} for d in rows])
+             "url": self._resolver.derivative_url(d)} for d in rows])
 
     async def get_assets(self, asset_ids: Sequence[str | uuid.UUID]) -> dict[uuid.UUID, AssetRecord]:
         """The records of the assets that exist among `asset_ids`, in one query; others are left out."""
@@ -379,7 +327,7 @@ class MediaCache:
 
     async def cache_stats(self) -> CacheStats:
         assets = self._backends.assets
-        by_status, failed_by_kind, at_risk = await assets.counts(expiring_within_s=AT_RISK_S)
+        by_status, failed_by_kind, at_risk = await assets.reports.counts(expiring_within_s=AT_RISK_S)
         return CacheStats(
             pending=by_status[CacheStatus.PENDING], downloading=by_status[CacheStatus.DOWNLOADING],
             cached=by_status[CacheStatus.CACHED], failed=by_status[CacheStatus.FAILED],
@@ -432,7 +380,7 @@ class MediaCache:
         assets, queue = self._backends.assets, self._backends.queue
         retried = 0
         while retried < limit:
-            moved = await assets.reset_failed(min(batch_size, limit - retried))
+            moved = await assets.upkeep.reset_failed(min(batch_size, limit - retried))
             if not moved:
                 break
             try:
@@ -440,7 +388,7 @@ class MediaCache:
             except QueueUnavailableError:
                 # Undo, so the assets stay FAILED (and visible) rather than PENDING without a job.
                 with contextlib.suppress(DatabaseError):
-                    await assets.restore_failed([i for i, _ in moved],
+                    await assets.upkeep.restore_failed([i for i, _ in moved],
                                                 error="retry could not be queued: Redis did not answer")
                 raise
             retried += len(moved)
@@ -530,7 +478,7 @@ class MediaCache:
 
     async def recent_failures(self, limit: int = 20) -> list[AssetRecord]:
         """FAILED assets, the most recently failed first."""
-        return await self._backends.assets.recent_failures(limit)
+        return await self._backends.assets.reports.recent_failures(limit)
 
     async def throughput(self, window_s: int = 600, bucket_s: int = 10) -> list[tuple[int, int]]:
         """(bucket start in unix seconds, assets cached in it) for the last `window_s`, oldest first,
@@ -538,7 +486,7 @@ class MediaCache:
         now_s = int(utcnow().timestamp())
         last = now_s - now_s % bucket_s
         first = last - (window_s // bucket_s - 1) * bucket_s
-        counts = await self._backends.assets.cached_per_bucket(datetime.fromtimestamp(first, UTC), bucket_s)
+        counts = await self._backends.assets.reports.cached_per_bucket(datetime.fromtimestamp(first, UTC), bucket_s)
         return [(start, counts.get(start, 0)) for start in range(first, last + 1, bucket_s)]
 
     async def webhook_stats(self) -> WebhookStats:
@@ -547,13 +495,13 @@ class MediaCache:
 
     async def stored_bytes(self) -> int:
         """The total size of the stored objects of CACHED assets, each shared object once."""
-        return await self._backends.assets.stored_bytes()
+        return await self._backends.assets.reports.stored_bytes()
 
     async def dedup_savings(self) -> tuple[int, int]:
         """(downloads avoided, bytes not stored) by deduplication: the dashboard's cheap headline;
         `usage()` has the full report."""
-        avoided, logical = await self._backends.assets.dedup_savings()
-        return avoided, max(logical - await self._backends.assets.stored_bytes(), 0)
+        avoided, logical = await self._backends.assets.reports.dedup_savings()
+        return avoided, max(logical - await self._backends.assets.reports.stored_bytes(), 0)
 
     # ---- the application tables (see `apptables.service`) --------------------------------
 

@@ -13,9 +13,9 @@ from sqlalchemy import Table, Uuid, and_, any_, bindparam, delete, insert, or_, 
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from mediacache.db.access import DatabaseAccess
 from mediacache.db.columns import utcnow
 from mediacache.db.models import CacheAsset, CacheAssetDerivative, WebhookOutbox
-from mediacache.db.transaction import transaction
 from mediacache.domain import CacheStatus, MediaState
 from mediacache.events.outbox import outbox_rows
 from mediacache.events.payload import derived_event
@@ -87,10 +87,10 @@ class MediaRepository:
         self.display_url = display_url
         # Receivers of asset.derived; with none, no outbox row is written.
         self.webhook_targets = list(webhook_targets)
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._db = DatabaseAccess(engine, display_url)
 
     def _tx(self, *, single_statement: bool = False) -> AbstractAsyncContextManager[AsyncConnection]:
-        return transaction(self._autocommit if single_statement else self.engine, self.display_url)
+        return self._db.tx(single_statement=single_statement)
 
     def _ids_filter(self, ids: Sequence[uuid.UUID]) -> tuple[Any, dict[str, Any]]:
         if self.engine.dialect.name == "postgresql":

@@ -12,9 +12,9 @@ from sqlalchemy import BigInteger, Table, any_, bindparam, delete, func, select,
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mediacache.db.access import DatabaseAccess
 from mediacache.db.columns import UTCDateTime, utcnow
 from mediacache.db.models import WebhookOutbox
-from mediacache.db.transaction import transaction
 from mediacache.events.payload import Event
 from mediacache.records import WebhookStats
 
@@ -70,7 +70,7 @@ class OutboxRepository:
     def __init__(self, engine: AsyncEngine, display_url: str = "the database") -> None:
         self.engine = engine
         self.display_url = display_url
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._db = DatabaseAccess(engine, display_url)
         self._claim = _claim_statement(engine.dialect.name)
         if engine.dialect.name == "postgresql":
             # One array parameter: one statement text (and prepared statement) for any number of rows.
@@ -88,7 +88,7 @@ class OutboxRepository:
         """
         now = utcnow()
         params = {"b_now": now, "b_limit": limit, "b_token": token, "b_until": now + timedelta(seconds=lease_s)}
-        async with transaction(self._autocommit, self.display_url) as conn:
+        async with self._db.tx(single_statement=True) as conn:
             rows = (await conn.execute(self._claim, params)).all()
         return sorted((Delivery(r.id, r.event_id, r.event_type, r.asset_id, r.target_url, r.payload, r.attempts,
                                 r.created_at) for r in rows), key=lambda d: d.row_id)
@@ -99,7 +99,7 @@ class OutboxRepository:
         records its own attempt). Returns how many were deleted."""
         if not row_ids:
             return 0
-        async with transaction(self._autocommit, self.display_url) as conn:
+        async with self._db.tx(single_statement=True) as conn:
             result = await conn.execute(self._delete_delivered, {"b_ids": list(row_ids), "b_token": token})
         return int(result.rowcount or 0)
 
@@ -107,7 +107,7 @@ class OutboxRepository:
         stmt = (update(_o).where(_o.c.id == delivery.row_id, _o.c.claim_token == token)
                 .values(attempts=_o.c.attempts + 1, next_attempt_at=at, claim_token=None, claimed_until=None,
                         last_error=error[:2000]))
-        async with transaction(self._autocommit, self.display_url) as conn:
+        async with self._db.tx(single_statement=True) as conn:
             await conn.execute(stmt)
 
     async def dead(self, delivery: Delivery, token: str, *, error: str) -> None:
@@ -115,13 +115,13 @@ class OutboxRepository:
         stmt = (update(_o).where(_o.c.id == delivery.row_id, _o.c.claim_token == token)
                 .values(attempts=_o.c.attempts + 1, dead_at=now, claim_token=None, claimed_until=None,
                         last_error=error[:2000]))
-        async with transaction(self._autocommit, self.display_url) as conn:
+        async with self._db.tx(single_statement=True) as conn:
             await conn.execute(stmt)
 
     async def counts(self) -> WebhookStats:
         """Pending and dead deliveries, in one query."""
         stmt = select(func.count().filter(_o.c.dead_at.is_(None)), func.count().filter(_o.c.dead_at.is_not(None)))
-        async with transaction(self._autocommit, self.display_url) as conn:
+        async with self._db.tx(single_statement=True) as conn:
             pending, dead = (await conn.execute(stmt)).one()
         return WebhookStats(pending=int(pending), dead=int(dead))
 
@@ -129,7 +129,7 @@ class OutboxRepository:
         """Every row, oldest first (for tests and the bench)."""
         stmt = select(_o.c.id, _o.c.event_id, _o.c.event_type, _o.c.asset_id, _o.c.target_url, _o.c.payload,
                       _o.c.attempts, _o.c.created_at, _o.c.last_error, _o.c.dead_at.is_not(None)).order_by(_o.c.id)
-        async with transaction(self._autocommit, self.display_url) as conn:
+        async with self._db.tx(single_statement=True) as conn:
             rows = (await conn.execute(stmt)).all()
         return [Delivery(r.id, r.event_id, r.event_type, r.asset_id, r.target_url, r.payload, r.attempts,
                          r.created_at, r.last_error, dead=bool(r[9])) for r in rows]

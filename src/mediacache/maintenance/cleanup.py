@@ -46,7 +46,7 @@ async def remove_assets(assets: AssetRepository, store: ObjectStore, queue: JobQ
     holder (see `AssetRepository.mark_cached`), so the check cannot be outrun. An object whose
     delete fails is left to `gc`, which finds it as an orphan; its asset is gone either way.
     """
-    removed, keys = await assets.delete_settled(ids)
+    removed, keys = await assets.upkeep.delete_settled(ids)
     if pause is not None:
         await pause("rows_deleted")
     not_deleted = await delete_unheld(assets, store, keys)
@@ -97,7 +97,7 @@ async def remove_settled(assets: AssetRepository, store: ObjectStore, queue: Job
     after = None
     while True:
         started = time.monotonic()
-        page = await assets.settled_before(cutoff, after, page_size)
+        page = await assets.upkeep.settled_before(cutoff, after, page_size)
         if not page:
             break
         after = (page[-1][2], page[-1][0])

@@ -40,7 +40,7 @@ async def unowned_originals(assets: AssetRepository, found: Sequence[tuple[uuid.
     """
     if not found:
         return []
-    owners = await assets.key_owners(list({asset_id for asset_id, _ in found}))
+    owners = await assets.upkeep.key_owners(list({asset_id for asset_id, _ in found}))
     held = await assets.keys_in_use(key for _, key in found)
     unowned = []
     for asset_id, key in found:

@@ -33,7 +33,7 @@ async def requeue_lost(assets: AssetRepository, queue: JobQueue, *, min_age_s: f
     now = utcnow()
     cutoff = now - timedelta(seconds=min_age_s)
     pending_cutoff = max(cutoff, now - timedelta(seconds=PENDING_GRACE_S))
-    candidates = await assets.stale_unsettled(cutoff, limit, pending_cutoff=pending_cutoff)
+    candidates = await assets.upkeep.stale_unsettled(cutoff, limit, pending_cutoff=pending_cutoff)
     requeued = 0
     for start in range(0, len(candidates), _PAGE):
         page = candidates[start:start + _PAGE]
@@ -41,7 +41,7 @@ async def requeue_lost(assets: AssetRepository, queue: JobQueue, *, min_age_s: f
         lost = [(asset_id, url) for asset_id, url in page if states[asset_id] != "live"]
         if lost:
             await queue.requeue(lost)
-            await assets.touch([asset_id for asset_id, _ in lost])
+            await assets.upkeep.touch([asset_id for asset_id, _ in lost])
             requeued += len(lost)
     if requeued:
         log.warning("queued %d assets again whose jobs were lost", requeued)
@@ -52,7 +52,7 @@ async def find_missing_objects(assets: AssetRepository, store: ObjectStore) -> l
     """CACHED assets whose stored object is gone: (id, key), a page of assets at a time."""
     missing: list[tuple[uuid.UUID, str]] = []
     after: uuid.UUID | None = None
-    while page := await assets.cached_page(after, _PAGE):
+    while page := await assets.upkeep.cached_page(after, _PAGE):
         # Assets sharing one object (content deduplication) cost one look-up per page.
         by_key: dict[str, list[uuid.UUID]] = {}
         for asset_id, key in page:
@@ -75,7 +75,7 @@ async def reconcile(assets: AssetRepository, store: ObjectStore, queue: JobQueue
         for asset_id, key in missing:
             log.warning("asset %s is CACHED but its object %s is missing", asset_id, key)
         if requeue_missing and missing:
-            moved = await assets.uncache([i for i, _ in missing], error="its stored object was missing")
+            moved = await assets.upkeep.uncache([i for i, _ in missing], error="its stored object was missing")
             await queue.requeue(moved)
             requeued_missing = len(moved)
     return ReconcileReport(requeued=requeued, missing_objects=[(str(i), k) for i, k in missing],

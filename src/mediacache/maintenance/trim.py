@@ -23,13 +23,13 @@ async def trim(assets: AssetRepository, store: ObjectStore, queue: JobQueue, *, 
     """
     removed = 0
     after: tuple[datetime, uuid.UUID] | None = None
-    stored = await assets.stored_bytes()
+    stored = await assets.reports.stored_bytes()
     while stored > max_bytes:
-        page = await assets.cached_by_last_request(after, page_size)
+        page = await assets.upkeep.cached_by_last_request(after, page_size)
         if not page:
             break
         keep = await referenced([asset_id for asset_id, _, _, _ in page])
-        holders = await assets.key_counts(key for _, key, _, _ in page if key)
+        holders = await assets.upkeep.key_counts(key for _, key, _, _ in page if key)
         planned: list[uuid.UUID] = []
         freed = 0
         for asset_id, key, size_bytes, requested_at in page:
@@ -45,5 +45,5 @@ async def trim(assets: AssetRepository, store: ObjectStore, queue: JobQueue, *, 
                 break
         if planned:
             removed += (await remove_assets(assets, store, queue, planned)).assets
-        stored = await assets.stored_bytes()
+        stored = await assets.reports.stored_bytes()
     return removed

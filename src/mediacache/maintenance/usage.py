@@ -24,7 +24,7 @@ def _groups(rows: list[tuple[Any, ...]], *, unknown: str = "unknown") -> dict[st
 async def usage(assets: AssetRepository, store: ObjectStore, *, check_bucket: bool = False) -> UsageReport:
     """The report; with `check_bucket`, the store is also listed (see `orphans.collect`, dry run)
     for objects that no asset holds and assets whose object is missing."""
-    rows = await assets.usage_rows(utcnow())
+    rows = await assets.reports.usage_rows(utcnow())
     by_status = _groups(rows["status"])
     by_age = _groups(rows["age"])
     stored_objects, stored_bytes = (int(v or 0) for v in rows["objects"][0])
