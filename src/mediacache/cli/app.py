@@ -6,8 +6,12 @@ import sys
 
 from rich.text import Text
 
-# The command modules register their commands on the root app as they are imported.
-from mediacache.cli import asset_commands, run_commands, upkeep_commands  # noqa: F401
+# The command modules register their commands on the root app as they are imported, and --help
+# lists them in that order: the long-running ones first.
+from mediacache.cli import run_commands  # noqa: F401
+
+# isort: split
+from mediacache.cli import asset_commands, upkeep_commands  # noqa: F401
 from mediacache.cli.logs import error_line
 from mediacache.cli.root import app, err
 from mediacache.errors import MediaCacheError
