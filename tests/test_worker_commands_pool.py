@@ -27,6 +27,20 @@ async def test_commands_of_jobs_in_flight_do_not_wait_for_one_connection(
     assert cw._worker.backend.bclient is not client
 
 
+async def test_replies_are_parsed_by_hiredis_on_every_worker_connection(
+        cache: MediaCache, start_worker: WorkerFactory) -> None:
+    cw = await start_worker(concurrency=2)
+    assert cw._worker is not None
+    for client in (cw._worker.backend.connection.conn, cw._worker.backend.bclient):
+        await client.ping()
+        conn = await client.connection_pool.get_connection()
+        try:
+            # redis-py falls back to its Python parser, silently, when hiredis is missing.
+            assert type(conn._parser).__name__ == "_AsyncHiredisParser", type(conn._parser)
+        finally:
+            await client.connection_pool.release(conn)
+
+
 async def test_jobs_longer_than_their_lock_finish_once_through_the_pool(
         make_settings: SettingsFactory, origin: Origin, start_worker: WorkerFactory) -> None:
     # A 1 s lock is renewed every 0.5 s through the pooled client; were the renewals lost, each
