@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,10 +16,19 @@ from mediacache.db.engine import create_engine
 from mediacache.errors import DatabaseError, NotMigratedError
 from mediacache.settings import Settings
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
+# Alembic is imported only to migrate: its script machinery costs every worker and server
+# process about 11 MiB of RSS, and checking the version needs only these two lines of each file.
+_REVISION = re.compile(r'^revision(?:: str)? = "([^"]+)"$', re.M)
+_DOWN_REVISION = re.compile(r'^down_revision(?:: str \| None)? = (?:"([^"]+)"|None)$', re.M)
 
 
 def alembic_config(url: str | None = None, *, pgbouncer: bool = False) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url is not None:
@@ -28,8 +37,22 @@ def alembic_config(url: str | None = None, *, pgbouncer: bool = False) -> Config
     return cfg
 
 
-def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+@cache
+def head_revision() -> str:
+    """The newest revision in migrations/versions: the one no other revision names as its parent."""
+    parents: dict[str, str | None] = {}
+    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        source = path.read_text()
+        revision, down = _REVISION.search(source), _DOWN_REVISION.search(source)
+        if revision is None or down is None:
+            raise RuntimeError(f"{path}: no `revision = \"...\"` and `down_revision = ...` lines")
+        parents[revision.group(1)] = down.group(1)
+    heads = set(parents) - set(parents.values())
+    if len(heads) != 1:
+        raise RuntimeError(f"{MIGRATIONS_DIR / 'versions'} has {len(heads)} heads ({sorted(heads)}); it needs one")
+    return heads.pop()
 
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
@@ -38,6 +61,8 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    from alembic import command
+
     cfg = alembic_config(url, pgbouncer=settings.db_pgbouncer)
     try:
         command.upgrade(cfg, revision)
@@ -63,7 +88,7 @@ async def check_migrated(engine: AsyncEngine, display_url: str) -> None:
     """Raises NotMigratedError unless the database is at the newest Alembic revision."""
     try:
         async with engine.connect() as conn:
-            current = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+            current = await conn.run_sync(_current_revision)
     except (SQLAlchemyError, OSError) as exc:
         raise DatabaseError(f"cannot reach the database {display_url}: {exc}") from exc
     head = head_revision()
@@ -72,3 +97,10 @@ async def check_migrated(engine: AsyncEngine, display_url: str) -> None:
         raise NotMigratedError(
             f"the database {display_url} {state}, but this version of mediacache needs revision {head}: "
             "run `mediacache db upgrade` first")
+
+
+def _current_revision(conn: Any) -> str | None:
+    """The revision alembic_version records, or None when the table is not there or empty."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
