@@ -32,8 +32,10 @@ def wait_port(port: int, timeout_s: float = 30) -> None:
 
 
 @contextmanager
-def origin(port: int = 8790) -> Iterator[str]:
-    """The anchor's benchmark origin (bench/origin.py), started unless already running."""
+def origin(port: int | None = None) -> Iterator[str]:
+    """The benchmark origin (bench/origin.py) on `port` (default ORIGIN_PORT, else 8790), started
+    unless already running; one started here stops at the end, so concurrent runs need ports of their own."""
+    port = int(os.environ.get("ORIGIN_PORT", "8790")) if port is None else port
     proc = None
     if not port_open(port):
         proc = subprocess.Popen([sys.executable, str(HERE / "origin.py"), "--port", str(port)],

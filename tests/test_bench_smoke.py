@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,8 +30,16 @@ def _run(*args: str, env: dict[str, str] | None = None) -> dict[str, object]:
     return dict(json.loads(_run_output(*args, env=env).strip().splitlines()[-1]))
 
 
+def _own_origin() -> dict[str, str]:
+    """ORIGIN_PORT for a run of its own: a run that starts the benchmark origin stops it when it
+    ends, which would cut the downloads of another test's run sharing the default port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return {"ORIGIN_PORT": str(s.getsockname()[1])}
+
+
 def test_memory_benchmark_caches_a_file_and_reports_its_peak() -> None:
-    result = _run(str(BENCH / "bench_memory.py"), "--size-mb", "8")
+    result = _run(str(BENCH / "bench_memory.py"), "--size-mb", "8", env=_own_origin())
     assert result["status"] == "CACHED" and result["sha256_ok"] is True
     assert float(result["worker_peak_rss_mib"]) >= float(result["worker_idle_rss_mib"]) > 0  # type: ignore[arg-type]
 
@@ -65,7 +74,8 @@ def test_soak_samples_the_worker_and_reports_its_growth_from_the_samples(tmp_pat
     samples_file, results = tmp_path / "samples.csv", tmp_path / "results.jsonl"
     out = _run_output(str(BENCH / "soak.py"), "--assets", "300", "--services", "env", "--samples", str(samples_file),
                       "--results", str(results),
-                      env={"DATABASE_URL": f"sqlite:///{tmp_path / 'soak.db'}", "MEDIACACHE_STORAGE": "local"})
+                      env={"DATABASE_URL": f"sqlite:///{tmp_path / 'soak.db'}", "MEDIACACHE_STORAGE": "local",
+                           **_own_origin()})
     summary = json.loads(out.strip().splitlines()[-1])
     # The mix: 2 % fail (6 answer 500, 6 answer 404), the rest is cached and matches the origin.
     assert (summary["cached"], summary["failed"], summary["verified"]) == (288, 12, "10/10")

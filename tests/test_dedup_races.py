@@ -288,6 +288,9 @@ async def test_a_download_recording_while_another_of_the_same_bytes_records_wait
         downloading = asyncio.create_task(handler.process(second, final_attempt=True))
 
         async def waiting_its_turn() -> bool:
+            if downloading.done():
+                # Ended without waiting: say how (its exception, or the outcome) instead of timing out.
+                raise AssertionError(f"the second download ended before it waited: {downloading.result()!r}")
             async with b.engine.connect() as probe:
                 return bool((await probe.execute(text(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
