@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mediacache.cli.root import app, command_settings, err, out, progress_bar, run_command
+from mediacache.cli.root import app, err, open_cache, out, progress_bar, run_command
 from mediacache.domain import CacheStatus, parse_asset_id
 from mediacache.errors import InvalidArgumentError
 
@@ -24,9 +24,7 @@ def cache(
 ) -> None:
     """Queues URLs and prints their asset ids (one per line, in order)."""
     async def main() -> int:
-        from mediacache.service import MediaCache
-
-        async with MediaCache(command_settings()) as mc:
+        async with open_cache() as mc:
             ids = await mc.cache_images(urls)
             for asset_id in ids:
                 out.print(str(asset_id))
@@ -67,9 +65,7 @@ def url(value: Annotated[str, typer.Argument(help="A cache asset id or a legacy 
         original_url: Annotated[str | None, typer.Option("--original-url")] = None) -> None:
     """Prints the URL to show for an asset id (stored copy once cached, else the original)."""
     async def main() -> str | None:
-        from mediacache.service import MediaCache
-
-        async with MediaCache(command_settings()) as mc:
+        async with open_cache() as mc:
             # A legacy key gets a link only when an object is stored under it: a typo (or an id
             # cut short) would otherwise print a link that answers 404.
             if value and parse_asset_id(value) is None and not await mc.has_object(value):
@@ -90,9 +86,7 @@ def url(value: Annotated[str, typer.Argument(help="A cache asset id or a legacy 
 def stats(as_json: Annotated[bool, typer.Option("--json", help="One JSON object")] = False) -> None:
     """Queue counts (waiting, active, completed, failed, delayed) and cache counts by status."""
     async def main() -> dict[str, Any]:
-        from mediacache.service import MediaCache
-
-        async with MediaCache(command_settings()) as mc:
+        async with open_cache() as mc:
             return {"queue": (await mc.queue_stats()).as_dict(), "cache": (await mc.cache_stats()).as_dict(),
                     "hosts": [_host_row(h) for h in await mc.host_states()]}
     data = run_command(main)
@@ -121,9 +115,7 @@ def refresh(asset_id: Annotated[str, typer.Argument(help="The asset's id")],
             url: Annotated[str, typer.Argument(help="The new source URL (a freshly signed link)")]) -> None:
     """Gives an asset that is not cached a new source URL and queues it again under the same id."""
     async def main() -> Any:
-        from mediacache.service import MediaCache
-
-        async with MediaCache(command_settings()) as mc:
+        async with open_cache() as mc:
             return await mc.refresh_source(asset_id, url)
     record = run_command(main)
     out.print(f"{record.id} {record.status.value}: queued again from the new URL")
@@ -133,9 +125,7 @@ def refresh(asset_id: Annotated[str, typer.Argument(help="The asset's id")],
 def retry_failed() -> None:
     """Puts FAILED assets back to PENDING and queues them again, a batch at a time."""
     async def main() -> int:
-        from mediacache.service import MediaCache
-
-        async with MediaCache(command_settings()) as mc:
+        async with open_cache() as mc:
             total = (await mc.cache_stats()).failed
             with progress_bar("retrying", total) as advance:
                 return await mc.retry_failed(on_progress=advance)

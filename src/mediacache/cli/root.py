@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from mediacache.cli.logs import LogFormat, setup_logging
 from mediacache.cli.running import event_loop_factory, run_interruptible
 from mediacache.errors import NotMigratedError
 from mediacache.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from mediacache.service import MediaCache
 
 T = TypeVar("T")
 app = typer.Typer(help="Background media cache: remote URLs in, durable copies in object storage out.",
@@ -58,6 +61,16 @@ def command_settings(*, require_database: bool = True) -> Settings:
             "does not exist); run `mediacache db upgrade` first, or set MEDIACACHE_DATA_DIR or DATABASE_URL "
             "to the migrated database")
     return settings
+
+
+def open_cache() -> MediaCache:
+    """The MediaCache a command works on (`async with open_cache() as mc:`), from command_settings.
+
+    Imported here rather than at the top, so that `--help` and `--version` load no backends.
+    """
+    from mediacache.service import MediaCache
+
+    return MediaCache(command_settings())
 
 
 def command_logging(settings: Settings, log_format: LogFormat | None = None) -> None:

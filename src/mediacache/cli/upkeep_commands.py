@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mediacache.cli.root import app, command_settings, err, out, progress_bar, run_command
+from mediacache.cli.root import app, err, open_cache, out, progress_bar, run_command
 from mediacache.cli.sizes import parse_size
 
 
@@ -28,9 +28,7 @@ def cleanup(
     Safe to stop and to run again: every batch is its own short transaction.
     """
     async def main() -> dict[str, Any]:
-        from mediacache.service import MediaCache
-
-        async with MediaCache(command_settings()) as mc:
+        async with open_cache() as mc:
             stats = await mc.cache_stats()
             with progress_bar("cleaning up", stats.cached + stats.failed) as advance:
                 return (await mc.cleanup_report(days, include_referenced, on_progress=advance,
@@ -54,9 +52,7 @@ def trim(max_bytes: Annotated[str, typer.Option("--max-bytes", help="The budget:
         raise typer.BadParameter(str(exc), param_hint="--max-bytes") from exc
 
     async def main() -> tuple[int, int]:
-        from mediacache.service import MediaCache
-
-        async with MediaCache(command_settings()) as mc:
+        async with open_cache() as mc:
             removed = await mc.trim(budget)
             return removed, await mc.stored_bytes()
     removed, stored = run_command(main)
@@ -71,9 +67,7 @@ def usage(
 ) -> None:
     """Assets and bytes by status, content type, source host and age, and what deduplication saved."""
     async def main() -> dict[str, Any]:
-        from mediacache.service import MediaCache
-
-        async with MediaCache(command_settings()) as mc:
+        async with open_cache() as mc:
             return dataclasses.asdict(await mc.usage(check_bucket=check_bucket))
     report = run_command(main)
     if as_json:
@@ -102,12 +96,10 @@ def backfill_legacy_keys(
     Safe to interrupt and to run again: each batch is one transaction, converted rows are skipped.
     """
     async def main() -> dict[str, Any]:
-        from mediacache.service import MediaCache
-
         with Progress(TextColumn("checking rows" if dry_run else "converting rows"), BarColumn(),
                       MofNCompleteColumn(), TimeElapsedColumn(), console=err) as progress:
             task = progress.add_task("backfill", total=None)
-            async with MediaCache(command_settings()) as mc:
+            async with open_cache() as mc:
                 report = await mc.backfill_legacy_keys(
                     dry_run=dry_run, batch_rows=batch_rows,
                     on_total=lambda n: progress.update(task, total=n),
@@ -134,9 +126,7 @@ def derive(
     Safe to stop and to run again: a job id is its asset's id, so nothing is queued twice.
     """
     async def main() -> int:
-        from mediacache.service import MediaCache
-
-        async with MediaCache(command_settings()) as mc:
+        async with open_cache() as mc:
             with progress_bar("queueing derive jobs", (await mc.cache_stats()).cached) as advance:
                 return await mc.derive(missing=missing, since_days=since, on_progress=advance)
     out.print(f"queued {run_command(main)} derive jobs on media-derive")
@@ -150,9 +140,7 @@ def reconcile(
 ) -> None:
     """Queues again PENDING/DOWNLOADING assets whose job was lost; reports cached assets without object."""
     async def main() -> dict[str, Any]:
-        from mediacache.service import MediaCache
-
-        async with MediaCache(command_settings()) as mc:
+        async with open_cache() as mc:
             return (await mc.reconcile(min_age_s=min_age_s, check_objects=check_objects,
                                        requeue_missing=requeue_missing)).as_dict()
     report = run_command(main)
@@ -167,9 +155,7 @@ def reconcile(
 def gc(dry_run: Annotated[bool, typer.Option(help="Only report what would be deleted")] = False) -> None:
     """Deletes stored objects that no asset points at; reports assets whose object is missing."""
     async def main() -> dict[str, Any]:
-        from mediacache.service import MediaCache
-
-        async with MediaCache(command_settings()) as mc:
+        async with open_cache() as mc:
             return (await mc.collect_garbage(dry_run=dry_run)).as_dict()
     report = run_command(main)
     verb = "would delete" if dry_run else "deleted"

@@ -4,12 +4,11 @@ asset queries share: only their parameters change from one execution to the next
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     String,
-    Table,
     Text,
     Uuid,
     any_,
@@ -27,13 +26,12 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
 from mediacache.db.columns import UTCDateTime
-from mediacache.db.models import LIVE_PREDICATE, CacheAsset, WebhookOutbox
+from mediacache.db.models import ASSETS as _t
+from mediacache.db.models import LIVE_PREDICATE
+from mediacache.db.models import OUTBOX as _o
 from mediacache.domain import TRANSITIONS, CacheStatus
 from mediacache.events.payload import ASSET_CACHED
 from mediacache.records import AssetRecord
-
-_t = cast(Table, CacheAsset.__table__)
-_o = cast(Table, WebhookOutbox.__table__)
 
 STATUS_BY_VALUE = {s.value: s for s in CacheStatus}
 # `derivatives` is a list read from its own table (db.media_repository), not a column.

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, Uuid, and_, any_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mediacache.db.access import DatabaseAccess
 from mediacache.db.columns import utcnow
@@ -83,17 +82,12 @@ def _derivative(row: Any) -> DerivativeRow:
 class MediaRepository:
     def __init__(self, engine: AsyncEngine, display_url: str = "the database",
                  webhook_targets: Sequence[str] = ()) -> None:
-        self.engine = engine
-        self.display_url = display_url
         # Receivers of asset.derived; with none, no outbox row is written.
         self.webhook_targets = list(webhook_targets)
         self._db = DatabaseAccess(engine, display_url)
 
-    def _tx(self, *, single_statement: bool = False) -> AbstractAsyncContextManager[AsyncConnection]:
-        return self._db.tx(single_statement=single_statement)
-
     def _ids_filter(self, ids: Sequence[uuid.UUID]) -> tuple[Any, dict[str, Any]]:
-        if self.engine.dialect.name == "postgresql":
+        if self._db.dialect == "postgresql":
             # One array parameter: the same statement text (and prepared statement) for any count.
             return _t.c.id == any_(bindparam("ids", type_=ARRAY(Uuid))), {"ids": list(set(ids))}
         return _t.c.id.in_(set(ids)), {}
@@ -106,7 +100,7 @@ class MediaRepository:
             return {}
         stmt = (select(_d.c.asset_id, *_DERIVATIVE_COLUMNS).where(_d.c.asset_id.in_(set(ids)))
                 .order_by(_d.c.asset_id, _d.c.kind, _d.c.width))
-        async with self._tx(single_statement=True) as conn:
+        async with self._db.tx(single_statement=True) as conn:
             rows = (await conn.execute(stmt)).all()
         out: dict[uuid.UUID, list[DerivativeRow]] = {}
         for r in rows:
@@ -122,7 +116,7 @@ class MediaRepository:
                        _t.c.height, _t.c.frames, _t.c.duration_s, _t.c.video_codec, _t.c.audio_codec,
                        _t.c.placeholder, *_DERIVATIVE_COLUMNS)
                 .select_from(_t.outerjoin(_d, _d.c.asset_id == _t.c.id)).where(where))
-        async with self._tx(single_statement=True) as conn:
+        async with self._db.tx(single_statement=True) as conn:
             rows = (await conn.execute(stmt, params)).all()
         first: dict[uuid.UUID, Any] = {}
         derivatives: dict[uuid.UUID, list[DerivativeRow]] = {}
@@ -151,7 +145,7 @@ class MediaRepository:
             stmt = stmt.where(_t.c.cached_at >= since)
         if after is not None:
             stmt = stmt.where(_t.c.id > after)
-        async with self._tx(single_statement=True) as conn:
+        async with self._db.tx(single_statement=True) as conn:
             return list((await conn.execute(stmt)).scalars().all())
 
     # ---- writes --------------------------------------------------------------------------
@@ -162,7 +156,7 @@ class MediaRepository:
         stmt = update(_t).where(_t.c.id.in_(list(ids)), _t.c.status == CacheStatus.CACHED.value)
         if only_if_unset:
             stmt = stmt.where(_t.c.media_state.is_(None))
-        async with self._tx(single_statement=True) as conn:
+        async with self._db.tx(single_statement=True) as conn:
             return int((await conn.execute(stmt.values(media_state=state.value))).rowcount or 0)
 
     async def record(self, asset_id: uuid.UUID, *, metadata: MediaMetadata, state: MediaState, error: str | None,
@@ -175,7 +169,7 @@ class MediaRepository:
         """
         values = {f: getattr(metadata, f) for f in MediaMetadata.__slots__}
         media_error = error[:4000] if error else None
-        async with self._tx() as conn:
+        async with self._db.tx() as conn:
             asset = (await conn.execute(
                 update(_t).where(_t.c.id == asset_id, _t.c.status == CacheStatus.CACHED.value)
                 .values(media_state=state.value, media_error=media_error, **values)
@@ -199,5 +193,5 @@ class MediaRepository:
     async def delete_rows_of(self, ids: Sequence[uuid.UUID]) -> None:
         """Removes the derivative rows of `ids` (cleanup does, after deleting their objects)."""
         if ids:
-            async with self._tx(single_statement=True) as conn:
+            async with self._db.tx(single_statement=True) as conn:
                 await conn.execute(delete(_d).where(and_(_d.c.asset_id.in_(list(ids)))))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import (
     BigInteger,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     Uuid,
     text,
@@ -175,3 +177,9 @@ class CacheAssetDerivative(Base):
     content_type: Mapped[str] = mapped_column(String(64), nullable=False)
     cache_key: Mapped[str] = mapped_column(Text, nullable=False)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+# The Core tables of the models, typed as the Table they are, for the query modules.
+ASSETS = cast(Table, CacheAsset.__table__)
+ASSET_COUNTS = cast(Table, CacheAssetCount.__table__)
+OUTBOX = cast(Table, WebhookOutbox.__table__)

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import BigInteger, Table, case, extract, func, literal_column, select
+from sqlalchemy import BigInteger, case, extract, func, literal_column, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from mediacache.db.access import DatabaseAccess
 from mediacache.db.asset_sql import RECORD_COLUMNS, record_of
 from mediacache.db.columns import utcnow
-from mediacache.db.models import CacheAsset, CacheAssetCount
+from mediacache.db.models import ASSET_COUNTS as _c
+from mediacache.db.models import ASSETS as _t
 from mediacache.domain import CacheStatus
 from mediacache.records import AssetRecord
-
-_t = cast(Table, CacheAsset.__table__)
-_c = cast(Table, CacheAssetCount.__table__)
 
 
 class ReportQueries:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mediacache.db.access import DatabaseAccess
 from mediacache.db.asset_sql import (
@@ -36,7 +35,8 @@ from mediacache.db.asset_sql import (
 )
 from mediacache.db.columns import utcnow
 from mediacache.db.driver import DriverStatement, fetch_row, fetch_rows
-from mediacache.db.models import CacheAsset, WebhookOutbox
+from mediacache.db.models import ASSETS as _t
+from mediacache.db.models import OUTBOX as _o
 from mediacache.db.report_queries import ReportQueries
 from mediacache.db.upkeep_queries import UpkeepQueries
 from mediacache.domain import CacheStatus
@@ -46,8 +46,6 @@ from mediacache.events.payload import Event, asset_event, split_at, with_body
 from mediacache.fetching.expiry import expires_later, link_expiry
 from mediacache.records import AssetRecord
 
-_t = cast(Table, CacheAsset.__table__)
-_o = cast(Table, WebhookOutbox.__table__)
 # Stands in for the cache_key in an asset.cached body until the statement knows the key.
 _KEY_IN_BODY = f"mediacache-key-{uuid.uuid4().hex}"
 # How many rounds of insert-or-find before giving up: a round fails only when the live asset
@@ -90,8 +88,6 @@ class AssetRepository:
 
     def __init__(self, engine: AsyncEngine, display_url: str = "the database",
                  webhook_targets: Sequence[str] = (), *, content_dedup: bool = True) -> None:
-        self.engine = engine
-        self.display_url = display_url
         self.db = DatabaseAccess(engine, display_url)
         self.upkeep = UpkeepQueries(self.db)
         self.reports = ReportQueries(self.db)
@@ -128,14 +124,15 @@ class AssetRepository:
         for the statements compiled for it."""
         compiled = self._driver.get(statement)
         if compiled is not None:
-            return await fetch_row(self.db.autocommit, self.display_url, compiled, params)
-        async with self._tx(single_statement=True) as conn:
+            return await fetch_row(self.db.autocommit, self.db.display_url, compiled, params)
+        async with self.db.tx(single_statement=True) as conn:
             row = (await conn.execute(statement, params)).first()
         return None if row is None else cast(Mapping[str, Any], row._mapping)
 
-    def _tx(self, *, single_statement: bool = False) -> AbstractAsyncContextManager[AsyncConnection]:
-        """A transaction (or, for one statement, autocommit); driver errors become DatabaseError."""
-        return self.db.tx(single_statement=single_statement)
+    @property
+    def display_url(self) -> str:
+        """The database as error messages name it (its URL without the password)."""
+        return self.db.display_url
 
     # ---- enqueue -------------------------------------------------------------------------
 
@@ -144,7 +141,7 @@ class AssetRepository:
         rows = [{"id": i, "original_url": u, "status": CacheStatus.PENDING.value, "attempts": 0,
                  "created_at": now, "updated_at": now, "last_requested_at": now,
                  "source_expires_at": link_expiry(u)} for i, u in items]
-        async with self._tx(single_statement=len(rows) == 1) as conn:
+        async with self.db.tx(single_statement=len(rows) == 1) as conn:
             await conn.execute(insert(_t), rows)
 
     async def insert_or_find(self, requests: Sequence[Request]) -> tuple[dict[str, uuid.UUID], list[Request]]:
@@ -170,7 +167,7 @@ class AssetRepository:
                 row = await self._one(self._insert_one, rows[0])
                 inserted = {row["source_key"]: row["id"]} if row is not None else {}
             else:
-                async with self._tx(single_statement=True) as conn:
+                async with self.db.tx(single_statement=True) as conn:
                     inserted = {row.source_key: row.id for row in
                                 (await conn.execute(self._insert_live, rows[0] if len(rows) == 1 else rows)).all()}
             created.extend(r for r in todo if inserted.get(r.source_key) == r.new_id)
@@ -195,7 +192,7 @@ class AssetRepository:
             if not todo:
                 break
         else:
-            raise DatabaseError(f"{self.display_url}: could not settle an asset for "
+            raise DatabaseError(f"{self.db.display_url}: could not settle an asset for "
                                 f"{todo[0].source_key[:200]!r} after {_ENQUEUE_ROUNDS} rounds; try again")
         return found, created
 
@@ -207,13 +204,13 @@ class AssetRepository:
                     .values(**HIT_VALUES)
                     .returning(_t.c.id, _t.c.source_key, _t.c.status, _t.c.original_url))
             params = {"b_now": now}
-        async with self._tx(single_statement=True) as conn:
+        async with self.db.tx(single_statement=True) as conn:
             return {r.source_key: (r.id, r.status, r.original_url) for r in (await conn.execute(stmt, params)).all()}
 
     async def _take_fresher_links(self, changes: Sequence[tuple[uuid.UUID, str, str]], now: datetime) -> None:
         """Compare-and-set per asset: only while the asset still waits and still has the old link."""
         waiting = [CacheStatus.PENDING.value, CacheStatus.DOWNLOADING.value]
-        async with self._tx() as conn:
+        async with self.db.tx() as conn:
             for asset_id, old, new in changes:
                 await conn.execute(update(_t).where(_t.c.id == asset_id, _t.c.original_url == old,
                                                     _t.c.status.in_(waiting))
@@ -223,7 +220,7 @@ class AssetRepository:
         ids = list(ids)
         if not ids:
             return 0
-        async with self._tx(single_statement=True) as conn:
+        async with self.db.tx(single_statement=True) as conn:
             result = await conn.execute(delete(_t).where(_t.c.id.in_(ids)))
             return int(result.rowcount or 0)
 
@@ -245,7 +242,7 @@ class AssetRepository:
         stmt = (update(_t).where(_t.c.id == asset_id, _t.c.lease_token == token,
                                  _t.c.status == CacheStatus.DOWNLOADING.value)
                 .values(lease_until=now + timedelta(seconds=lease_s)))
-        async with self._tx(single_statement=True) as conn:
+        async with self.db.tx(single_statement=True) as conn:
             return bool((await conn.execute(stmt)).rowcount)
 
     async def mark_cached(self, claim: Claim, *, cache_key: str, content_type: str | None,
@@ -273,7 +270,7 @@ class AssetRepository:
             row = await self._one(self._mark_cached_pg, pg_params)
             return None if row is None or row["cache_key"] is None else str(row["cache_key"])
         # SQLite has no data-modifying CTEs: one transaction with both statements.
-        async with self._tx() as conn:
+        async with self.db.tx() as conn:
             found = (await conn.execute(self._mark_cached, params)).first()
             if found is None:
                 return None
@@ -290,7 +287,7 @@ class AssetRepository:
                   "b_kind": error_kind,
                   "b_status": (CacheStatus.FAILED if final else CacheStatus.DOWNLOADING).value}
         if not (final and self.webhook_targets):
-            async with self._tx(single_statement=True) as conn:
+            async with self.db.tx(single_statement=True) as conn:
                 return bool((await conn.execute(RECORD_FAILURE, params)).rowcount)
         after = AssetRecord(id=claim.asset_id, original_url=claim.original_url, status=CacheStatus.FAILED,
                             cache_key=None, content_type=None, size_bytes=None, sha256=None,
@@ -301,13 +298,13 @@ class AssetRepository:
 
     async def _change_with_event(self, change: Any, change_pg: Any, params: dict[str, Any], event: Event) -> bool:
         """Runs the status change and, only if it happened, writes `event` for every webhook target."""
-        if self.engine.dialect.name == "postgresql":
+        if self.db.dialect == "postgresql":
             pg_params = {**params, "b_targets": self.webhook_targets, "b_event_id": event.id,
                          "b_event_type": event.type, "b_payload": event.body}
-            async with self._tx(single_statement=True) as conn:
+            async with self.db.tx(single_statement=True) as conn:
                 return bool((await conn.execute(change_pg, pg_params)).rowcount)
         # SQLite has no data-modifying CTEs: one transaction with both statements.
-        async with self._tx() as conn:
+        async with self.db.tx() as conn:
             if not (await conn.execute(change, params)).rowcount:
                 return False
             await conn.execute(insert(_o), self._outbox_rows(event))
@@ -328,12 +325,12 @@ class AssetRepository:
                 .values(status=CacheStatus.PENDING.value, original_url=url, source_expires_at=link_expiry(url),
                         attempts=0, error=None, error_kind=None, lease_token=None, lease_until=None,
                         updated_at=now))
-        async with self._tx(single_statement=True) as conn:
+        async with self.db.tx(single_statement=True) as conn:
             return bool((await conn.execute(stmt)).rowcount)
 
     async def status_of(self, asset_id: uuid.UUID) -> tuple[CacheStatus, datetime | None] | None:
         """The status and the lease end of an asset, or None when it does not exist."""
-        async with self._tx(single_statement=True) as conn:
+        async with self.db.tx(single_statement=True) as conn:
             row = (await conn.execute(select(_t.c.status, _t.c.lease_until).where(_t.c.id == asset_id))).first()
         return None if row is None else (CacheStatus(row.status), row.lease_until)
 
@@ -343,27 +340,27 @@ class AssetRepository:
         `updated_at` is the time of the failure: on a FAILED asset only transitions write it.
         """
         stmt = select(_t.c.updated_at).where(_t.c.id == asset_id, _t.c.status == CacheStatus.FAILED.value)
-        async with self._tx(single_statement=True) as conn:
+        async with self.db.tx(single_statement=True) as conn:
             return cast(datetime | None, (await conn.execute(stmt)).scalar_one_or_none())
 
     async def reopen_failed(self, asset_id: uuid.UUID) -> bool:
         """FAILED -> PENDING for one asset, a retry asked for through the queue; `attempts` is kept."""
         stmt = (update(_t).where(_t.c.id == asset_id, _t.c.status == CacheStatus.FAILED.value)
                 .values(status=CacheStatus.PENDING.value, error=None, error_kind=None, updated_at=utcnow()))
-        async with self._tx(single_statement=True) as conn:
+        async with self.db.tx(single_statement=True) as conn:
             return bool((await conn.execute(stmt)).rowcount)
 
     # ---- reads ---------------------------------------------------------------------------
 
     async def get(self, asset_id: uuid.UUID) -> AssetRecord | None:
-        async with self._tx(single_statement=True) as conn:
+        async with self.db.tx(single_statement=True) as conn:
             row = (await conn.execute(select(*RECORD_COLUMNS).where(_t.c.id == asset_id))).first()
         return None if row is None else record_of(row)
 
     async def get_many(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, AssetRecord]:
         if not ids:
             return {}
-        async with self._tx(single_statement=True) as conn:
+        async with self.db.tx(single_statement=True) as conn:
             rows = (await conn.execute(select(*RECORD_COLUMNS).where(_t.c.id.in_(list(ids))))).all()
         return {r.id: record_of(r) for r in rows}
 
@@ -371,7 +368,7 @@ class AssetRepository:
         """The storage keys of the `limit` most recently cached assets (for the placement check)."""
         stmt = (select(_t.c.cache_key).where(_t.c.status == CacheStatus.CACHED.value, _t.c.cache_key.is_not(None))
                 .order_by(_t.c.cached_at.desc()).limit(limit))
-        async with self._tx(single_statement=True) as conn:
+        async with self.db.tx(single_statement=True) as conn:
             return [str(key) for key in (await conn.execute(stmt)).scalars()]
 
     async def resolvables(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Resolvable]:
@@ -381,11 +378,11 @@ class AssetRepository:
         status_of = STATUS_BY_VALUE
         compiled = self._driver.get(RESOLVABLES_PG)
         if compiled is not None:
-            found = await fetch_rows(self.db.autocommit, self.display_url, compiled, {"ids": list(set(ids))})
+            found = await fetch_rows(self.db.autocommit, self.db.display_url, compiled, {"ids": list(set(ids))})
             # asyncpg's UUIDs hash and compare as uuid.UUID does, so they key the map as they are.
             return {r[0]: Resolvable(r[0], status_of[r[1]], r[2], r[3]) for r in found}
         stmt = select(_t.c.id, _t.c.status, _t.c.cache_key, _t.c.original_url).where(_t.c.id.in_(set(ids)))
-        async with self._tx(single_statement=True) as conn:
+        async with self.db.tx(single_statement=True) as conn:
             rows = (await conn.execute(stmt)).all()
         return {r.id: Resolvable(r.id, status_of[r.status], r.cache_key, r.original_url) for r in rows}
 
@@ -401,14 +398,14 @@ class AssetRepository:
         UPDATE on PostgreSQL, in the one statement that also moves them), so a cleanup deleting
         one of them either waits or is not seen. SQLite runs writers one at a time.
         """
-        if self.engine.dialect.name == "postgresql":
+        if self.db.dialect == "postgresql":
             row = await self._one(CONVERGE_PG, {"b_sha256": sha256, "b_size": size_bytes,
                                                  "b_cached": CacheStatus.CACHED.value})
             return (None, set()) if row is None else (row["winner"], set(row["surplus"]))
         stmt = (select(_t.c.id, _t.c.cache_key)
                 .where(_t.c.sha256 == sha256, _t.c.size_bytes == size_bytes,
                        _t.c.status == CacheStatus.CACHED.value, _t.c.cache_key.is_not(None)))
-        async with self._tx() as conn:
+        async with self.db.tx() as conn:
             rows = (await conn.execute(stmt)).all()
             keys = {r.cache_key for r in rows}
             if len(keys) < 2:
@@ -428,7 +425,7 @@ class AssetRepository:
                 .where(_t.c.sha256 == sha256, _t.c.size_bytes == size_bytes, _t.c.status == CacheStatus.CACHED.value,
                        _t.c.cached_at.between(around - window, around + window))
                 .limit(limit))
-        async with self._tx(single_statement=True) as conn:
+        async with self.db.tx(single_statement=True) as conn:
             return list((await conn.execute(stmt)).scalars().all())
 
     async def keys_in_use(self, keys: Iterable[str]) -> set[str]:
@@ -437,5 +434,5 @@ class AssetRepository:
         if not keys:
             return set()
         stmt = select(_t.c.cache_key).where(_t.c.cache_key.in_(keys)).distinct()
-        async with self._tx(single_statement=True) as conn:
+        async with self.db.tx(single_statement=True) as conn:
             return set((await conn.execute(stmt)).scalars().all())

@@ -5,16 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Select, Table, Uuid, and_, delete, func, literal, or_, select, tuple_, update
+from sqlalchemy import Select, Uuid, and_, delete, func, literal, or_, select, tuple_, update
 
 from mediacache.db.access import DatabaseAccess
 from mediacache.db.columns import UTCDateTime, utcnow
-from mediacache.db.models import CacheAsset
+from mediacache.db.models import ASSETS as _t
 from mediacache.domain import TRANSITIONS, CacheStatus
-
-_t = cast(Table, CacheAsset.__table__)
 
 
 class UpkeepQueries:

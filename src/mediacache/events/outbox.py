@@ -68,8 +68,6 @@ def _claim_statement(dialect: str) -> Any:
 
 class OutboxRepository:
     def __init__(self, engine: AsyncEngine, display_url: str = "the database") -> None:
-        self.engine = engine
-        self.display_url = display_url
         self._db = DatabaseAccess(engine, display_url)
         self._claim = _claim_statement(engine.dialect.name)
         if engine.dialect.name == "postgresql":
